@@ -1,0 +1,103 @@
+"""In-memory harness: a node on a fake reactor and clients on StringTransports, so every timer
+(heartbeats, flushes, timeouts, deferrals) is driven by advancing the clock, never by sleeping."""
+from __future__ import annotations
+
+import json
+import struct
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from nsqtx.node import NSQD
+from nsqtx.options import Options
+from nsqtx.protocol_v2 import V2Factory
+
+RESPONSE, ERROR, MESSAGE = 0, 1, 2
+
+
+def make_node(**overrides):
+    options = Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", **overrides)
+    reactor = MemoryReactorClock()
+    reactor.advance(1000.0)
+    return NSQD(options, reactor=reactor), reactor
+
+
+class CountingTransport(StringTransport):
+    """Counts write calls, so tests can hold the server to one write per flush."""
+
+    def __init__(self, *args, **kwargs):
+        StringTransport.__init__(self, *args, **kwargs)
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        StringTransport.write(self, data)
+
+
+class Conn:
+    """One client connection: send commands, read back parsed frames."""
+
+    def __init__(self, node, port=4000):
+        self.proto = V2Factory(node).buildProtocol(None)
+        self.transport = CountingTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", port))
+        self.proto.makeConnection(self.transport)
+        self._pending = b""
+
+    def send(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def magic(self) -> Conn:
+        self.send(b"  V2")
+        return self
+
+    def command(self, line: bytes, body: bytes | None = None) -> None:
+        data = line + b"\n"
+        if body is not None:
+            data += struct.pack(">l", len(body)) + body
+        self.send(data)
+
+    def identify(self, **fields) -> None:
+        self.command(b"IDENTIFY", json.dumps(fields).encode())
+
+    def subscribe(self, topic=b"t", channel=b"c", rdy=None) -> None:
+        self.command(b"SUB " + topic + b" " + channel)
+        if rdy is not None:
+            self.command(b"RDY %d" % rdy)
+
+    def frames(self):
+        """Every frame written since the last call, as (type, data) pairs."""
+        data = self._pending + self.transport.value()
+        self.transport.clear()
+        out = []
+        while len(data) >= 8:
+            size, kind = struct.unpack(">lL", data[:8])
+            if len(data) < 4 + size:
+                break
+            out.append((kind, data[8:4 + size]))
+            data = data[4 + size:]
+        self._pending = data
+        return out
+
+    def messages(self):
+        """Every message frame since the last call, as (attempts, id, body), failing on other frames."""
+        out = []
+        for kind, data in self.frames():
+            assert kind == MESSAGE, (kind, data)
+            out.append(decode(data))
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.disconnecting
+
+    def lose(self) -> None:
+        self.proto.connectionLost(None)
+
+
+def decode(data: bytes):
+    attempts = struct.unpack(">H", data[8:10])[0]
+    return attempts, data[10:26], data[26:]
+
+
+def mpub_body(bodies) -> bytes:
+    return struct.pack(">l", len(bodies)) + b"".join(struct.pack(">l", len(b)) + b for b in bodies)

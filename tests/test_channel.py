@@ -1,0 +1,165 @@
+"""Channel behaviour beyond single commands: pause, empty, ephemeral cleanup, heap hygiene."""
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+
+from nsqtx.errors import QueueError
+from tests.support import Conn, make_node, mpub_body
+
+
+class ChannelTests(TestCase):
+    def setUp(self):
+        self.node, self.clock = make_node()
+
+    def consumer(self, topic=b"t", channel=b"c", rdy=10, port=5000):
+        conn = Conn(self.node, port).magic()
+        conn.identify(output_buffer_timeout=-1)
+        conn.subscribe(topic, channel, rdy)
+        conn.frames()
+        return conn
+
+    def publish(self, *bodies, topic="t"):
+        self.node.get_topic(topic).put([self._message(b) for b in bodies])
+
+    def _message(self, body):
+        from nsqtx.message import Message
+        return Message(self.node.guid.next_id(), body, self.node.now_ns())
+
+    def test_paused_channel_holds_messages_until_unpaused(self):
+        conn = self.consumer()
+        channel = self.node.topics["t"].channels["c"]
+        channel.pause()
+        self.publish(b"1", b"2")
+        self.assertEqual(conn.messages(), [])
+        self.assertEqual(channel.depth(), 2)
+        channel.unpause()
+        self.assertEqual([m[2] for m in conn.messages()], [b"1", b"2"])
+
+    def test_pause_flushes_buffered_messages(self):
+        conn = Conn(self.node).magic()
+        conn.subscribe(rdy=10)
+        conn.frames()
+        self.publish(b"1")
+        self.assertEqual(conn.messages(), [])
+        self.node.topics["t"].channels["c"].pause()
+        self.assertEqual(len(conn.messages()), 1)
+
+    def test_paused_topic_holds_messages_for_all_channels(self):
+        a = self.consumer(channel=b"a", port=5001)
+        b = self.consumer(channel=b"b", port=5002)
+        topic = self.node.topics["t"]
+        topic.pause()
+        self.publish(b"1")
+        self.assertEqual((a.messages(), b.messages(), topic.depth()), ([], [], 1))
+        topic.unpause()
+        self.assertEqual([m[2] for m in a.messages()], [b"1"])
+        self.assertEqual([m[2] for m in b.messages()], [b"1"])
+        self.assertEqual(topic.depth(), 0)
+
+    def test_empty_drops_queued_in_flight_and_deferred(self):
+        conn = self.consumer(rdy=1)
+        self.publish(b"1", b"2")
+        [(_, msg_id, _)] = conn.messages()
+        channel = self.node.topics["t"].channels["c"]
+        channel.requeue(conn.proto, msg_id, 10.0)
+        channel.empty()
+        self.assertEqual((channel.depth(), len(channel.in_flight), len(channel.deferred)), (0, 0, 0))
+        self.assertEqual(conn.proto.in_flight_count, 0)
+        self.clock.advance(20)
+        self.node.scan_queues()
+        self.assertEqual(conn.messages(), [])
+
+    def test_ephemeral_channel_deleted_when_last_consumer_leaves(self):
+        first = self.consumer(channel=b"c#ephemeral", port=5001)
+        second = self.consumer(channel=b"c#ephemeral", port=5002)
+        topic = self.node.topics["t"]
+        first.lose()
+        self.assertIn("c#ephemeral", topic.channels)
+        second.lose()
+        self.assertNotIn("c#ephemeral", topic.channels)
+        self.assertIn("t", self.node.topics)
+
+    def test_ephemeral_topic_deleted_with_its_last_channel(self):
+        conn = self.consumer(topic=b"t#ephemeral", channel=b"c#ephemeral")
+        self.assertIn("t#ephemeral", self.node.topics)
+        conn.lose()
+        self.assertNotIn("t#ephemeral", self.node.topics)
+
+    def test_durable_channel_survives_its_consumers(self):
+        conn = self.consumer()
+        conn.lose()
+        self.assertIn("c", self.node.topics["t"].channels)
+
+    def test_ephemeral_channel_drops_and_counts_beyond_bound(self):
+        self.node.options.mem_queue_size = 2
+        channel = self.node.get_topic("t").get_channel("c#ephemeral")
+        self.publish(b"1", b"2", b"3")
+        self.assertEqual((channel.depth(), channel.dropped_count, channel.message_count), (2, 1, 3))
+
+    def test_durable_channel_refuses_beyond_bound(self):
+        self.node.options.mem_queue_size = 2
+        channel = self.node.get_topic("t").get_channel("c")
+        self.assertRaises(QueueError, self.publish, b"1", b"2", b"3")
+        self.assertEqual(channel.depth(), 0)
+
+    def test_timed_out_and_requeued_messages_are_never_dropped_by_the_bound(self):
+        self.node.options.mem_queue_size = 1
+        conn = self.consumer(rdy=1)
+        self.publish(b"1")
+        [(_, msg_id, _)] = conn.messages()
+        conn.command(b"RDY 0")
+        self.publish(b"2")
+        channel = self.node.topics["t"].channels["c"]
+        channel.requeue(conn.proto, msg_id, 0)
+        self.assertEqual([m.body for m in channel.memory], [b"2", b"1"])
+
+    def test_deleting_a_channel_closes_its_consumers(self):
+        conn = self.consumer()
+        self.assertTrue(self.node.topics["t"].delete_channel("c"))
+        self.assertTrue(conn.closed)
+        self.assertFalse(self.node.topics["t"].delete_channel("c"))
+
+    def test_in_flight_heap_stays_bounded_under_many_fins(self):
+        conn = self.consumer(rdy=100)
+        channel = self.node.topics["t"].channels["c"]
+        for _ in range(200):
+            self.publish(*[b"x"] * 100)
+            ids = [m[1] for m in conn.messages()]
+            conn.send(b"".join(b"FIN " + i + b"\n" for i in ids))
+        self.assertEqual(len(channel.in_flight), 0)
+        self.assertLessEqual(len(channel._in_flight_heap), 2 * 100 + 4096 + 100)
+
+    def test_round_robin_resumes_where_it_left_off(self):
+        consumers = [self.consumer(rdy=100, port=5000 + i) for i in range(2)]
+        for _ in range(3):
+            self.publish(b"x")
+        self.assertEqual([len(c.messages()) for c in consumers], [2, 1])
+        self.publish(b"y")
+        self.assertEqual([len(c.messages()) for c in consumers], [0, 1])
+
+    def test_topic_with_no_channel_holds_until_first_channel_only(self):
+        self.publish(b"1", b"2")
+        first = self.node.get_topic("t").get_channel("first")
+        second = self.node.get_topic("t").get_channel("second")
+        self.assertEqual((first.depth(), second.depth()), (2, 0))
+
+    def test_held_deferred_messages_are_deferred_from_when_a_channel_appears(self):
+        conn = Conn(self.node, 9000).magic()
+        conn.command(b"DPUB t 1000", b"later")
+        conn.frames()
+        self.clock.advance(5)
+        channel = self.node.get_topic("t").get_channel("c")
+        self.assertEqual((channel.depth(), len(channel.deferred)), (0, 1))
+        self.clock.advance(1)
+        self.node.scan_queues()
+        self.assertEqual((channel.depth(), len(channel.deferred)), (1, 0))
+
+    def test_copies_share_id_and_body_but_not_delivery_state(self):
+        a = self.node.get_topic("t").get_channel("a")
+        b = self.node.get_topic("t").get_channel("b")
+        conn = Conn(self.node, 9000).magic()
+        conn.command(b"MPUB t", mpub_body([b"shared"]))
+        ma, mb = a.memory[0], b.memory[0]
+        self.assertIsNot(ma, mb)
+        self.assertIs(ma.body, mb.body)
+        self.assertEqual(ma.id, mb.id)

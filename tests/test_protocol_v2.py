@@ -1,0 +1,648 @@
+"""Protocol V2 commands: success and error paths, state rules, codes and fatal/non-fatal split."""
+from __future__ import annotations
+
+import json
+import struct
+
+from twisted.trial.unittest import TestCase
+
+from tests.support import ERROR, MESSAGE, RESPONSE, Conn, make_node, mpub_body
+
+
+class Base(TestCase):
+    def setUp(self):
+        self.node, self.clock = make_node()
+
+    def conn(self, port=4000) -> Conn:
+        return Conn(self.node, port).magic()
+
+    def assertError(self, conn, text: bytes, fatal=True):
+        frames = conn.frames()
+        self.assertEqual(frames, [(ERROR, text)])
+        self.assertEqual(conn.closed, fatal)
+
+    def assertOK(self, conn):
+        self.assertEqual(conn.frames(), [(RESPONSE, b"OK")])
+        self.assertFalse(conn.closed)
+
+
+class MagicTests(Base):
+    def test_bad_magic_is_refused_and_closed(self):
+        conn = Conn(self.node)
+        conn.send(b"  V1PUB t\n")
+        self.assertError(conn, b"E_BAD_PROTOCOL")
+
+    def test_magic_may_arrive_in_pieces(self):
+        conn = Conn(self.node)
+        conn.send(b" ")
+        conn.send(b" V")
+        conn.send(b"2NOP\n")
+        self.assertEqual(conn.frames(), [])
+        self.assertFalse(conn.closed)
+
+    def test_unknown_command_is_fatal(self):
+        conn = self.conn()
+        conn.command(b"HELLO world")
+        self.assertError(conn, b"E_INVALID invalid command HELLO")
+
+    def test_empty_line_is_an_invalid_command(self):
+        conn = self.conn()
+        conn.send(b"\n")
+        self.assertError(conn, b"E_INVALID invalid command ")
+
+    def test_overlong_line_is_fatal(self):
+        conn = self.conn()
+        conn.send(b"X" * (17 * 1024))
+        self.assertError(conn, b"E_INVALID command line too long")
+
+    def test_crlf_line_endings_are_accepted(self):
+        conn = self.conn()
+        conn.send(b"PUB t\r\n" + struct.pack(">l", 2) + b"hi")
+        self.assertOK(conn)
+
+    def test_nothing_is_read_after_a_fatal_error(self):
+        conn = self.conn()
+        conn.send(b"BAD\nPUB t\n" + struct.pack(">l", 2) + b"hi")
+        self.assertError(conn, b"E_INVALID invalid command BAD")
+        self.assertNotIn("t", self.node.topics)
+
+
+class PublishTests(Base):
+    def test_pub_creates_topic_and_answers_ok(self):
+        conn = self.conn()
+        conn.command(b"PUB t", b"hello")
+        self.assertOK(conn)
+        topic = self.node.topics["t"]
+        self.assertEqual((topic.message_count, topic.message_bytes, topic.depth()), (1, 5, 1))
+        self.assertEqual(conn.proto.pub_counts, {"t": 1})
+
+    def test_pub_body_split_byte_by_byte(self):
+        conn = self.conn()
+        for byte in b"PUB t\n" + struct.pack(">l", 3) + b"abc":
+            conn.send(bytes([byte]))
+        self.assertOK(conn)
+        self.assertEqual(self.node.topics["t"].memory[0].body, b"abc")
+
+    def test_several_commands_in_one_chunk_get_one_write(self):
+        conn = self.conn()
+        one = b"PUB t\n" + struct.pack(">l", 1) + b"x"
+        before = conn.transport.writes
+        conn.send(one * 5)
+        self.assertEqual(conn.frames(), [(RESPONSE, b"OK")] * 5)
+        self.assertEqual(conn.transport.writes - before, 1)
+
+    def test_pub_errors(self):
+        cases = [
+            (b"PUB\n", b"E_INVALID PUB insufficient number of parameters"),
+            (b"PUB bad!name\n", b'E_BAD_TOPIC PUB topic name "bad!name" is not valid'),
+            (b"PUB t\n" + struct.pack(">l", 0), b"E_BAD_MESSAGE PUB invalid message body size 0"),
+            (b"PUB t\n" + struct.pack(">l", -5), b"E_BAD_MESSAGE PUB invalid message body size -5"),
+            (b"PUB t\n" + struct.pack(">l", 1024 * 1024 + 1), b"E_BAD_MESSAGE PUB message too big 1048577 > 1048576"),
+        ]
+        for data, error in cases:
+            conn = self.conn()
+            conn.send(data)
+            self.assertError(conn, error)
+        self.assertNotIn("t", self.node.topics)
+
+    def test_topic_name_rules(self):
+        for name, ok in [(b"a" * 64, True), (b"a" * 65, False), (b"x#ephemeral", True), (b"x#eph", False),
+                         (b"a.b_c-D9", True), (b"", False)]:
+            conn = self.conn()
+            conn.command(b"PUB " + name, b"m")
+            self.assertEqual(conn.frames()[0][0], RESPONSE if ok else ERROR, name)
+
+    def test_mpub(self):
+        conn = self.conn()
+        conn.command(b"MPUB t", mpub_body([b"a", b"bb", b"ccc"]))
+        self.assertOK(conn)
+        topic = self.node.topics["t"]
+        self.assertEqual([m.body for m in topic.memory], [b"a", b"bb", b"ccc"])
+        self.assertEqual(len({m.id for m in topic.memory}), 3)
+        self.assertEqual(conn.proto.pub_counts, {"t": 3})
+
+    def test_mpub_errors_publish_nothing(self):
+        good = struct.pack(">l", 1) + b"a"
+        cases = [
+            (b"MPUB bad!\n", b'E_BAD_TOPIC E_BAD_TOPIC MPUB topic name "bad!" is not valid'),
+            (b"MPUB t\n" + struct.pack(">l", 0), b"E_BAD_BODY MPUB invalid body size 0"),
+            (b"MPUB t\n" + struct.pack(">l", 6 * 1024 * 1024), b"E_BAD_BODY MPUB body too big 6291456 > 5242880"),
+            (b"MPUB t\n" + struct.pack(">ll", 4, 0), b"E_BAD_BODY MPUB invalid message count 0"),
+            (b"MPUB t\n" + struct.pack(">l", 9) + struct.pack(">l", 2) + good,
+             b"E_BAD_MESSAGE MPUB failed to read message(1) body size"),
+            (b"MPUB t\n" + struct.pack(">l", 13) + struct.pack(">l", 2) + good + struct.pack(">l", 0),
+             b"E_BAD_MESSAGE MPUB invalid message(1) body size 0"),
+            (b"MPUB t\n" + struct.pack(">l", 9) + struct.pack(">ll", 1, 7) + b"x",
+             b"E_BAD_MESSAGE MPUB failed to read message body"),
+            (b"MPUB t\n" + struct.pack(">l", 10) + struct.pack(">l", 1) + good + b"!",
+             b"E_BAD_BODY MPUB body has 1 bytes after the last message"),
+        ]
+        for data, error in cases:
+            conn = self.conn()
+            conn.send(data)
+            self.assertError(conn, error)
+            topic = self.node.topics.get("t")
+            self.assertEqual(topic.depth() if topic else 0, 0)
+
+    def test_mpub_message_too_big(self):
+        self.node.options.max_msg_size = 10
+        conn = self.conn()
+        conn.command(b"MPUB t", mpub_body([b"x" * 11]))
+        self.assertError(conn, b"E_BAD_MESSAGE MPUB message too big 11 > 10")
+
+    def test_dpub_defers_delivery(self):
+        consumer = self.conn(5000)
+        consumer.subscribe(rdy=10)
+        consumer.frames()
+        conn = self.conn()
+        conn.command(b"DPUB t 2000", b"later")
+        self.assertOK(conn)
+        channel = self.node.topics["t"].channels["c"]
+        self.assertEqual(len(channel.deferred), 1)
+        self.clock.advance(1.9)
+        self.node.scan_queues()
+        self.assertEqual(consumer.messages(), [])
+        self.clock.advance(0.1)
+        self.node.scan_queues()
+        self.clock.advance(1)
+        [(attempts, _, body)] = consumer.messages()
+        self.assertEqual((attempts, body), (1, b"later"))
+        self.assertEqual(len(channel.deferred), 0)
+
+    def test_dpub_errors(self):
+        cases = [
+            (b"DPUB t\n", b"E_INVALID DPUB insufficient number of parameters"),
+            (b"DPUB t x\n", b"E_INVALID DPUB could not parse timeout x"),
+            (b"DPUB t -1\n", b"E_INVALID DPUB could not parse timeout -1"),
+            (b"DPUB t 3600001\n", b"E_INVALID DPUB timeout 3600001 out of range 0-3600000"),
+            (b"DPUB t 10\n" + struct.pack(">l", 0), b"E_BAD_MESSAGE DPUB invalid message body size 0"),
+        ]
+        for data, error in cases:
+            conn = self.conn()
+            conn.send(data)
+            self.assertError(conn, error)
+
+    def test_pub_beyond_memory_bound_is_refused_not_dropped(self):
+        self.node.options.mem_queue_size = 2
+        conn = self.conn()
+        conn.command(b"PUB t", b"1")
+        conn.command(b"PUB t", b"2")
+        self.assertEqual(conn.frames(), [(RESPONSE, b"OK")] * 2)
+        conn.command(b"PUB t", b"3")
+        [(kind, text)] = conn.frames()
+        self.assertEqual(kind, ERROR)
+        self.assertTrue(text.startswith(b"E_PUB_FAILED PUB failed queue full"), text)
+        self.assertEqual([m.body for m in self.node.topics["t"].memory], [b"1", b"2"])
+
+    def test_mpub_beyond_memory_bound_is_refused_whole(self):
+        self.node.options.mem_queue_size = 2
+        self.node.get_topic("t").get_channel("c")
+        conn = self.conn()
+        conn.command(b"MPUB t", mpub_body([b"1", b"2", b"3"]))
+        [(kind, text)] = conn.frames()
+        self.assertTrue(text.startswith(b"E_MPUB_FAILED MPUB failed queue full"), text)
+        self.assertEqual(self.node.topics["t"].channels["c"].depth(), 0)
+
+
+class IdentifyTests(Base):
+    def test_feature_negotiation_reply(self):
+        conn = self.conn()
+        conn.identify(feature_negotiation=True, msg_timeout=5000, output_buffer_size=1024,
+                      output_buffer_timeout=100, tls_v1=True, snappy=True, deflate=True)
+        [(kind, data)] = conn.frames()
+        self.assertEqual(kind, RESPONSE)
+        reply = json.loads(data)
+        self.assertEqual(reply, {
+            "max_rdy_count": 2500, "version": "1.3.0", "max_msg_timeout": 900000, "msg_timeout": 5000,
+            "tls_v1": False, "deflate": False, "deflate_level": 6, "max_deflate_level": 6, "snappy": False,
+            "sample_rate": 0, "auth_required": False, "output_buffer_size": 1024, "output_buffer_timeout": 100,
+            "topology_region": "", "topology_zone": "",
+        })
+        proto = conn.proto
+        self.assertEqual((proto.msg_timeout, proto.output_buffer_size, proto.output_buffer_timeout), (5.0, 1024, 0.1))
+
+    def test_without_negotiation_answers_ok_and_records_identity(self):
+        conn = self.conn()
+        conn.identify(client_id="worker-1", hostname="box", user_agent="test/1.0")
+        self.assertOK(conn)
+        proto = conn.proto
+        self.assertEqual((proto.client_id, proto.hostname, proto.user_agent), ("worker-1", "box", "test/1.0"))
+
+    def test_invalid_bodies(self):
+        cases = [
+            (b"{not json", b"E_BAD_BODY IDENTIFY failed to decode JSON body"),
+            (b"[1, 2]", b"E_BAD_BODY IDENTIFY failed to decode JSON body"),
+            (b'{"heartbeat_interval": "fast"}', b"E_BAD_BODY IDENTIFY failed to decode JSON body"),
+            (b'{"feature_negotiation": 1}', b"E_BAD_BODY IDENTIFY failed to decode JSON body"),
+            (b'{"heartbeat_interval": 999}', b"E_BAD_BODY IDENTIFY heartbeat interval (999) is invalid"),
+            (b'{"heartbeat_interval": 60001}', b"E_BAD_BODY IDENTIFY heartbeat interval (60001) is invalid"),
+            (b'{"output_buffer_size": 63}', b"E_BAD_BODY IDENTIFY output buffer size (63) is invalid"),
+            (b'{"output_buffer_timeout": 10}', b"E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid"),
+            (b'{"msg_timeout": 999}', b"E_BAD_BODY IDENTIFY msg timeout (999) is invalid"),
+            (b'{"sample_rate": 100}', b"E_BAD_BODY IDENTIFY sample rate (100) is invalid"),
+        ]
+        for body, error in cases:
+            conn = self.conn()
+            conn.command(b"IDENTIFY", body)
+            self.assertError(conn, error)
+
+    def test_body_size_errors(self):
+        for size, error in [(0, b"E_BAD_BODY IDENTIFY invalid body size 0"),
+                            (5 * 1024 * 1024 + 1, b"E_BAD_BODY IDENTIFY body too big 5242881 > 5242880")]:
+            conn = self.conn()
+            conn.send(b"IDENTIFY\n" + struct.pack(">l", size))
+            self.assertError(conn, error)
+
+    def test_identify_only_before_sub(self):
+        conn = self.conn()
+        conn.subscribe()
+        conn.frames()
+        conn.identify()
+        self.assertError(conn, b"E_INVALID cannot IDENTIFY in current state")
+
+    def test_output_buffer_size_minus_one_disables_buffering(self):
+        conn = self.conn()
+        conn.identify(output_buffer_size=-1)
+        self.assertEqual((conn.proto.output_buffer_size, conn.proto.output_buffer_timeout), (1, 0.0))
+
+    def test_auth_is_disabled(self):
+        conn = self.conn()
+        conn.command(b"AUTH", b"secret")
+        self.assertError(conn, b"E_AUTH_DISABLED AUTH disabled")
+
+    def test_auth_errors(self):
+        conn = self.conn()
+        conn.command(b"AUTH x", b"secret")
+        self.assertError(conn, b"E_INVALID AUTH invalid number of parameters")
+        conn = self.conn()
+        conn.send(b"AUTH\n" + struct.pack(">l", -1))
+        self.assertError(conn, b"E_BAD_BODY AUTH invalid body size -1")
+
+
+class SubscribeTests(Base):
+    def test_sub_errors(self):
+        cases = [
+            (b"SUB t\n", b"E_INVALID SUB insufficient number of parameters"),
+            (b"SUB t! c\n", b'E_BAD_TOPIC SUB topic name "t!" is not valid'),
+            (b"SUB t c!\n", b'E_BAD_CHANNEL SUB channel name "c!" is not valid'),
+        ]
+        for data, error in cases:
+            conn = self.conn()
+            conn.send(data)
+            self.assertError(conn, error)
+
+    def test_sub_twice(self):
+        conn = self.conn()
+        conn.subscribe()
+        self.assertOK(conn)
+        conn.subscribe()
+        self.assertError(conn, b"E_INVALID cannot SUB in current state")
+
+    def test_sub_requires_heartbeats(self):
+        conn = self.conn()
+        conn.identify(heartbeat_interval=-1)
+        conn.frames()
+        conn.subscribe()
+        self.assertError(conn, b"E_INVALID cannot SUB with heartbeats disabled")
+
+    def test_max_channel_consumers(self):
+        self.node.options.max_channel_consumers = 1
+        first = self.conn()
+        first.subscribe()
+        self.assertOK(first)
+        second = self.conn()
+        second.subscribe()
+        self.assertError(second, b"E_SUB_FAILED SUB failed consumers for t:c exceeds limit of 1")
+
+    def test_commands_needing_a_subscription(self):
+        msg_id = b"0" * 16
+        for line, error in [(b"RDY 1", b"E_INVALID cannot RDY in current state"),
+                            (b"FIN " + msg_id, b"E_INVALID cannot FIN in current state"),
+                            (b"REQ " + msg_id + b" 0", b"E_INVALID cannot REQ in current state"),
+                            (b"TOUCH " + msg_id, b"E_INVALID cannot TOUCH in current state"),
+                            (b"CLS", b"E_INVALID cannot CLS in current state")]:
+            conn = self.conn()
+            conn.command(line)
+            self.assertError(conn, error)
+
+    def test_rdy_errors(self):
+        for line, error in [(b"RDY x", b"E_INVALID RDY could not parse count x"),
+                            (b"RDY -1", b"E_INVALID RDY could not parse count -1"),
+                            (b"RDY 2501", b"E_INVALID RDY count 2501 out of range 0-2500")]:
+            conn = self.conn()
+            conn.subscribe()
+            conn.frames()
+            conn.command(line)
+            self.assertError(conn, error)
+
+    def test_nop_does_nothing(self):
+        conn = self.conn()
+        conn.command(b"NOP")
+        self.assertEqual(conn.frames(), [])
+        self.assertFalse(conn.closed)
+
+
+class ConsumeTests(Base):
+    def publish(self, *bodies, topic=b"t"):
+        conn = self.conn(9000)
+        conn.command(b"MPUB " + topic, mpub_body(list(bodies)))
+        self.assertEqual(conn.frames(), [(RESPONSE, b"OK")])
+
+    def consumer(self, rdy, port=5000, channel=b"c", **identify):
+        conn = self.conn(port)
+        if identify:
+            conn.identify(**identify)
+        conn.subscribe(channel=channel, rdy=rdy)
+        conn.frames()
+        return conn
+
+    def test_messages_held_until_first_channel_then_delivered(self):
+        self.publish(b"a", b"b")
+        conn = self.conn()
+        conn.identify(output_buffer_timeout=-1)
+        conn.subscribe(rdy=5)
+        frames = conn.frames()
+        self.assertEqual(frames[:2], [(RESPONSE, b"OK"), (RESPONSE, b"OK")])
+        self.assertEqual([(kind, data[26:], data[8:10]) for kind, data in frames[2:]],
+                         [(MESSAGE, b"a", b"\x00\x01"), (MESSAGE, b"b", b"\x00\x01")])
+
+    def test_rdy_limits_in_flight(self):
+        conn = self.consumer(rdy=2)
+        self.publish(b"1", b"2", b"3")
+        got = conn.messages()
+        self.assertEqual([b for _, _, b in got], [b"1", b"2"])
+        conn.command(b"FIN " + got[0][1])
+        self.assertEqual([b for _, _, b in conn.messages()], [b"3"])
+
+    def test_rdy_zero_stops_delivery(self):
+        conn = self.consumer(rdy=0)
+        self.publish(b"1")
+        self.assertEqual(conn.messages(), [])
+        conn.command(b"RDY")
+        self.assertEqual([b for _, _, b in conn.messages()], [b"1"])
+
+    def test_fin_failures_are_not_fatal(self):
+        conn = self.consumer(rdy=1)
+        conn.command(b"FIN 0123456789abcdef")
+        self.assertError(conn, b"E_FIN_FAILED FIN 0123456789abcdef failed ID not in flight", fatal=False)
+        conn.command(b"FIN short")
+        self.assertError(conn, b"E_INVALID invalid message ID")
+
+    def test_fin_by_another_client_fails(self):
+        owner = self.consumer(rdy=1, port=5001)
+        other = self.consumer(rdy=0, port=5002)
+        self.publish(b"x")
+        [(_, msg_id, _)] = owner.messages()
+        other.command(b"FIN " + msg_id)
+        self.assertError(other, b"E_FIN_FAILED FIN " + msg_id + b" failed client does not own message", fatal=False)
+        owner.command(b"FIN " + msg_id)
+        self.assertEqual(owner.frames(), [])
+
+    def test_fin_is_counted(self):
+        conn = self.consumer(rdy=1)
+        self.publish(b"x")
+        [(_, msg_id, _)] = conn.messages()
+        conn.command(b"FIN " + msg_id)
+        channel = self.node.topics["t"].channels["c"]
+        self.assertEqual((conn.proto.finish_count, conn.proto.in_flight_count, len(channel.in_flight)), (1, 0, 0))
+
+    def test_req_redelivers_with_attempts_incremented(self):
+        conn = self.consumer(rdy=1)
+        self.publish(b"x")
+        [(attempts, msg_id, _)] = conn.messages()
+        self.assertEqual(attempts, 1)
+        conn.command(b"REQ " + msg_id + b" 0")
+        [(attempts, again, body)] = conn.messages()
+        self.assertEqual((attempts, again, body), (2, msg_id, b"x"))
+        channel = self.node.topics["t"].channels["c"]
+        self.assertEqual((channel.requeue_count, conn.proto.requeue_count), (1, 1))
+
+    def test_req_with_delay_defers(self):
+        conn = self.consumer(rdy=1)
+        self.publish(b"x")
+        [(_, msg_id, _)] = conn.messages()
+        conn.command(b"REQ " + msg_id + b" 1500")
+        channel = self.node.topics["t"].channels["c"]
+        self.assertEqual(len(channel.deferred), 1)
+        self.clock.advance(1.4)
+        self.node.scan_queues()
+        self.assertEqual(conn.messages(), [])
+        self.clock.advance(0.1)
+        self.node.scan_queues()
+        [(attempts, again, _)] = conn.messages()
+        self.assertEqual((attempts, again), (2, msg_id))
+
+    def test_req_delay_is_clamped_to_max_req_timeout(self):
+        self.node.options.max_req_timeout = 2.0
+        conn = self.consumer(rdy=1)
+        self.publish(b"x")
+        [(_, msg_id, _)] = conn.messages()
+        conn.command(b"REQ " + msg_id + b" 999999")
+        self.clock.advance(2.0)
+        self.node.scan_queues()
+        self.assertEqual(len(conn.messages()), 1)
+
+    def test_req_errors(self):
+        conn = self.consumer(rdy=1)
+        conn.command(b"REQ 0123456789abcdef")
+        self.assertError(conn, b"E_INVALID REQ insufficient number of params")
+        conn = self.consumer(rdy=1)
+        conn.command(b"REQ 0123456789abcdef x")
+        self.assertError(conn, b"E_INVALID REQ could not parse timeout x")
+        conn = self.consumer(rdy=1)
+        conn.command(b"REQ 0123456789abcdef 0")
+        self.assertError(conn, b"E_REQ_FAILED REQ 0123456789abcdef failed ID not in flight", fatal=False)
+
+    def test_in_flight_timeout_requeues(self):
+        conn = self.consumer(rdy=1, msg_timeout=2000)
+        self.publish(b"x")
+        [(_, msg_id, _)] = conn.messages()
+        self.clock.advance(1.9)
+        self.node.scan_queues()
+        self.assertEqual(conn.messages(), [])
+        self.clock.advance(0.1)
+        self.node.scan_queues()
+        [(attempts, again, _)] = conn.messages()
+        self.assertEqual((attempts, again), (2, msg_id))
+        channel = self.node.topics["t"].channels["c"]
+        self.assertEqual(channel.timeout_count, 1)
+        self.assertEqual(conn.proto.in_flight_count, 1)
+
+    def test_scan_runs_on_the_queue_scan_interval(self):
+        self.node.startService()
+        conn = self.consumer(rdy=1, msg_timeout=1000)
+        self.publish(b"x")
+        conn.messages()
+        self.clock.advance(0.95)
+        self.assertEqual(conn.messages(), [])
+        self.clock.advance(0.1)
+        self.assertEqual(len(conn.messages()), 1)
+        stopped = self.node.stopService()
+        self.assertTrue(conn.closed)
+        self.assertNoResult(stopped)
+        for client in list(self.node.clients):
+            client.connectionLost(None)
+        self.successResultOf(stopped)
+
+    def test_touch_extends_deadline(self):
+        conn = self.consumer(rdy=1, msg_timeout=2000)
+        self.publish(b"x")
+        [(_, msg_id, _)] = conn.messages()
+        self.clock.advance(1.5)
+        conn.command(b"TOUCH " + msg_id)
+        self.assertEqual(conn.frames(), [])
+        self.clock.advance(1.5)
+        self.node.scan_queues()
+        self.assertEqual(conn.messages(), [])
+        self.clock.advance(0.5)
+        self.node.scan_queues()
+        self.assertEqual(len(conn.messages()), 1)
+
+    def test_touch_is_capped_by_max_msg_timeout(self):
+        self.node.options.max_msg_timeout = 3.0
+        conn = self.consumer(rdy=1, msg_timeout=2000)
+        self.publish(b"x")
+        [(_, msg_id, _)] = conn.messages()
+        self.clock.advance(1.9)
+        conn.command(b"TOUCH " + msg_id)
+        self.clock.advance(1.1)
+        self.node.scan_queues()
+        self.assertEqual(len(conn.messages()), 1)
+
+    def test_touch_unknown_message_is_not_fatal(self):
+        conn = self.consumer(rdy=1)
+        conn.command(b"TOUCH 0123456789abcdef")
+        self.assertError(conn, b"E_TOUCH_FAILED TOUCH 0123456789abcdef failed ID not in flight", fatal=False)
+
+    def test_cls_answers_close_wait_and_stops_delivery(self):
+        conn = self.consumer(rdy=5)
+        conn.command(b"CLS")
+        self.assertEqual(conn.frames(), [(RESPONSE, b"CLOSE_WAIT")])
+        conn.command(b"RDY 5")
+        self.publish(b"x")
+        self.assertEqual(conn.frames(), [])
+        self.assertFalse(conn.closed)
+
+    def test_fin_allowed_while_closing(self):
+        conn = self.consumer(rdy=1)
+        self.publish(b"x")
+        [(_, msg_id, _)] = conn.messages()
+        conn.command(b"CLS")
+        conn.frames()
+        conn.command(b"FIN " + msg_id)
+        self.assertEqual(conn.frames(), [])
+        self.assertEqual(conn.proto.finish_count, 1)
+
+    def test_fan_out_to_every_channel(self):
+        a = self.consumer(rdy=10, channel=b"a", port=5001, output_buffer_timeout=-1)
+        b = self.consumer(rdy=10, channel=b"b", port=5002, output_buffer_timeout=-1)
+        self.publish(b"1", b"2")
+        got_a, got_b = a.messages(), b.messages()
+        self.assertEqual([m[2] for m in got_a], [b"1", b"2"])
+        self.assertEqual([m[2] for m in got_b], [b"1", b"2"])
+        self.assertEqual([m[1] for m in got_a], [m[1] for m in got_b])
+        a.command(b"FIN " + got_a[0][1])
+        self.assertEqual(len(self.node.topics["t"].channels["b"].in_flight), 2)
+
+    def test_messages_spread_over_consumers(self):
+        consumers = [self.consumer(rdy=100, port=5000 + i, output_buffer_timeout=-1) for i in range(3)]
+        self.publish(*[b"%d" % i for i in range(30)])
+        counts = [len(c.messages()) for c in consumers]
+        self.assertEqual(counts, [10, 10, 10])
+
+    def test_consumer_disconnect_leaves_in_flight_to_time_out(self):
+        first = self.consumer(rdy=1, port=5001, msg_timeout=1000)
+        self.publish(b"x")
+        [(_, msg_id, _)] = first.messages()
+        first.lose()
+        second = self.consumer(rdy=1, port=5002)
+        self.assertEqual(second.messages(), [])
+        self.clock.advance(1.0)
+        self.node.scan_queues()
+        [(attempts, again, _)] = second.messages()
+        self.assertEqual((attempts, again), (2, msg_id))
+
+
+class HeartbeatAndBufferTests(Base):
+    def test_heartbeat_sent_at_negotiated_interval(self):
+        conn = self.conn()
+        conn.identify(heartbeat_interval=1000)
+        conn.frames()
+        self.clock.advance(1.0)
+        self.assertEqual(conn.frames(), [(RESPONSE, b"_heartbeat_")])
+
+    def test_default_heartbeat_is_half_the_client_timeout(self):
+        conn = self.conn()
+        self.clock.advance(29.9)
+        self.assertEqual(conn.frames(), [])
+        self.clock.advance(0.1)
+        self.assertEqual(conn.frames(), [(RESPONSE, b"_heartbeat_")])
+
+    def test_silent_client_closed_after_two_intervals(self):
+        conn = self.conn()
+        conn.identify(heartbeat_interval=1000)
+        self.clock.advance(1.0)
+        conn.command(b"NOP")
+        self.clock.advance(1.9)
+        self.assertFalse(conn.closed)
+        self.clock.advance(0.1)
+        self.assertTrue(conn.closed)
+
+    def test_disabled_heartbeats_never_close(self):
+        conn = self.conn()
+        conn.identify(heartbeat_interval=-1)
+        conn.frames()
+        self.clock.advance(3600)
+        self.assertEqual(conn.frames(), [])
+        self.assertFalse(conn.closed)
+
+    def test_messages_buffered_until_output_buffer_timeout(self):
+        conn = self.conn()
+        conn.identify(output_buffer_timeout=100)
+        conn.subscribe(rdy=10)
+        conn.frames()
+        publisher = self.conn(9000)
+        publisher.command(b"PUB t", b"x")
+        self.assertEqual(conn.frames(), [])
+        self.clock.advance(0.099)
+        self.assertEqual(conn.frames(), [])
+        self.clock.advance(0.001)
+        self.assertEqual(len(conn.messages()), 1)
+
+    def test_flush_when_rdy_is_used_up(self):
+        conn = self.conn()
+        conn.subscribe(rdy=2)
+        conn.frames()
+        publisher = self.conn(9000)
+        publisher.command(b"PUB t", b"x")
+        self.assertEqual(conn.frames(), [])
+        before = conn.transport.writes
+        publisher.command(b"PUB t", b"y")
+        self.assertEqual(len(conn.messages()), 2)
+        self.assertEqual(conn.transport.writes - before, 1)
+
+    def test_flush_when_buffer_is_full(self):
+        conn = self.conn()
+        conn.identify(output_buffer_size=100)
+        conn.subscribe(rdy=10)
+        conn.frames()
+        publisher = self.conn(9000)
+        publisher.command(b"PUB t", b"x" * 40)
+        self.assertEqual(conn.frames(), [])
+        publisher.command(b"PUB t", b"x" * 40)
+        self.assertEqual(len(conn.messages()), 2)
+
+    def test_backpressure_pauses_delivery_and_reading(self):
+        conn = self.conn()
+        conn.subscribe(rdy=10)
+        conn.frames()
+        conn.proto.pauseProducing()
+        self.assertEqual(conn.transport.producerState, "paused")
+        publisher = self.conn(9000)
+        publisher.command(b"PUB t", b"x")
+        self.clock.advance(1)
+        self.assertEqual(conn.frames(), [])
+        conn.proto.resumeProducing()
+        self.assertEqual(conn.transport.producerState, "producing")
+        self.clock.advance(1)
+        self.assertEqual(len(conn.messages()), 1)
