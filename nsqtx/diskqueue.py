@@ -1,0 +1,452 @@
+"""A FIFO of byte records on disk, in go-diskqueue's format, so Go nsqd and nsqtx share data dirs.
+
+Files: ``<name>.diskqueue.<6-digit n>.dat`` holding records ``[4-byte big-endian length][data]``; a new
+file once one would pass ``max_bytes_per_file``; ``<name>.diskqueue.meta.dat`` holding
+``depth\\nreadFileNum,readPos\\nwriteFileNum,writePos\\n``.
+
+It runs on the reactor thread and never blocks it for long: writes are one ``os.write`` per batch
+(so an acknowledged record is in the kernel before the ``OK``, and survives a crash of the process),
+fsync happens every ``sync_every`` records or after ``sync_timeout``, and reads go through a buffer
+refilled in bounded chunks. Unlike go-diskqueue, start-up also recovers complete records written
+after the last metadata sync instead of skipping them; a torn last record is cut off, never read.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+
+from nsqtx.log import NSQLogger
+
+log = NSQLogger()
+
+_LENGTH = struct.Struct(">l")
+_unpack_length = _LENGTH.unpack_from
+_pack_length = _LENGTH.pack
+_META = re.compile(rb"(-?\d+)\n(\d+),(\d+)\n(\d+),(\d+)\n?\Z")
+READ_CHUNK = 1 << 20
+
+
+class DiskQueue:
+    def __init__(self, name: str, data_path: str, max_bytes_per_file: int, min_msg_size: int,
+                 max_msg_size: int, sync_every: int, sync_timeout: float, clock):
+        self.name = name
+        self.data_path = data_path
+        self.max_bytes_per_file = max_bytes_per_file
+        self.min_msg_size = min_msg_size
+        self.max_msg_size = max_msg_size
+        self.sync_every = sync_every
+        self.sync_timeout = sync_timeout
+        self.clock = clock
+        self.depth = 0
+        self.read_file_num = 0
+        self.read_pos = 0
+        self.write_file_num = 0
+        self.write_pos = 0
+        self._write_fd = None
+        self._read_fd = None
+        #: the read file's readable end: its size if earlier than the write file, else write_pos
+        self._read_end = 0
+        self._rbuf = b""
+        self._rbuf_start = 0
+        self._unsynced = 0
+        self._dirty = False
+        self._sync_timer = None
+        self.closed = False
+        self._load()
+
+    def __repr__(self) -> str:
+        return "<DiskQueue %s depth=%d>" % (self.name, self.depth)
+
+    # -- file names
+
+    def file_name(self, num: int) -> str:
+        return os.path.join(self.data_path, "%s.diskqueue.%06d.dat" % (self.name, num))
+
+    def meta_file_name(self) -> str:
+        return os.path.join(self.data_path, "%s.diskqueue.meta.dat" % (self.name,))
+
+    def _file_nums(self):
+        pattern = re.compile(re.escape(self.name) + r"\.diskqueue\.(\d{6,})\.dat\Z")
+        try:
+            names = os.listdir(self.data_path or ".")
+        except OSError:
+            return []
+        return sorted(int(m.group(1)) for m in map(pattern.match, names) if m)
+
+    # -- start-up
+
+    def _load(self) -> None:
+        meta = self._read_meta()
+        nums = self._file_nums()
+        if meta is None:
+            if nums:
+                # No (readable) metadata but data files: a crash before the first sync, or a
+                # damaged meta file. Everything from the oldest file on is recounted.
+                self.read_file_num = nums[0]
+                self.write_file_num = nums[0]
+                self._recount(nums)
+            return
+        self.depth, self.read_file_num, self.read_pos, self.write_file_num, self.write_pos = meta
+        later = [n for n in nums if n > self.write_file_num]
+        size = self._size(self.write_file_num)
+        if later or size != self.write_pos:
+            self._recover_tail(size, later)
+
+    def _read_meta(self):
+        try:
+            with open(self.meta_file_name(), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            log.error("DISKQUEUE({name}) failed to retrieveMetaData - {err}", name=self.name, err=err)
+            return None
+        m = _META.match(data)
+        if m is None:
+            log.error("DISKQUEUE({name}) unreadable metadata {data!r}: recounting from the data files",
+                      name=self.name, data=data[:100])
+            return None
+        return tuple(int(g) for g in m.groups())
+
+    def _size(self, num: int) -> int:
+        try:
+            return os.path.getsize(self.file_name(num))
+        except OSError:
+            return 0
+
+    def _recover_tail(self, size: int, later) -> None:
+        """Records past the synced write position: keep the complete ones, cut a torn one off."""
+        if size < self.write_pos:
+            log.error("DISKQUEUE({name}) {file} is shorter ({size}) than its metadata says ({pos}): recounting",
+                      name=self.name, file=self.file_name(self.write_file_num), size=size, pos=self.write_pos)
+            self._recount(self._file_nums())
+            return
+        for num in [self.write_file_num] + list(later):
+            if num != self.write_file_num:
+                self.write_file_num = num
+                self.write_pos = 0
+            end, count = self._scan(num, self.write_pos)
+            if count or end != self._size(num):
+                log.warn("DISKQUEUE({name}) recovered {count} records written after the last sync of {file}",
+                         name=self.name, count=count, file=self.file_name(num))
+            self.depth += count
+            self.write_pos = end
+        self._dirty = True
+
+    def _recount(self, nums) -> None:
+        """Rebuild depth and write position by reading every record from the read position on."""
+        self.depth = 0
+        start = self.read_pos
+        for num in nums:
+            if num < self.read_file_num:
+                continue
+            end, count = self._scan(num, start if num == self.read_file_num else 0)
+            self.depth += count
+            self.write_file_num = num
+            self.write_pos = end
+        self._dirty = True
+
+    def _scan(self, num: int, pos: int):
+        """Count the complete, plausible records of file `num` from `pos`; truncate the rest away."""
+        path = self.file_name(num)
+        count = 0
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return pos, 0
+        try:
+            size = os.fstat(fd).st_size
+            buf = b""
+            buf_start = pos
+            while True:
+                idx = pos - buf_start
+                if len(buf) - idx < 4:
+                    buf, buf_start = self._pread_more(fd, buf, idx, pos, 4)
+                    idx = 0
+                if len(buf) - idx < 4:
+                    break
+                length = _unpack_length(buf, idx)[0]
+                if length < self.min_msg_size or length > self.max_msg_size:
+                    break
+                if len(buf) - idx < 4 + length:
+                    buf, buf_start = self._pread_more(fd, buf, idx, pos, 4 + length)
+                    idx = 0
+                    if len(buf) < 4 + length:
+                        break
+                pos += 4 + length
+                count += 1
+            if pos < size:
+                log.error("DISKQUEUE({name}) {file}: dropping {n} bytes of torn or invalid data at offset {pos}",
+                          name=self.name, file=path, n=size - pos, pos=pos)
+                os.ftruncate(fd, pos)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return pos, count
+
+    @staticmethod
+    def _pread_more(fd, buf, idx, pos, need):
+        rest = buf[idx:]
+        chunk = os.pread(fd, max(READ_CHUNK, need), pos + len(rest))
+        return rest + chunk, pos
+
+    # -- writing
+
+    def put(self, records) -> None:
+        """Append `records` (a list of bytes) in order; raises OSError or ValueError, writing none."""
+        if self.closed:
+            raise OSError("exiting")
+        for data in records:
+            if not self.min_msg_size <= len(data) <= self.max_msg_size:
+                raise ValueError("invalid message write size (%d) minMsgSize=%d maxMsgSize=%d"
+                                 % (len(data), self.min_msg_size, self.max_msg_size))
+        parts = []
+        pending = 0
+        count = 0
+        for data in records:
+            total = 4 + len(data)
+            if self.write_pos + pending > 0 and self.write_pos + pending + total > self.max_bytes_per_file:
+                self._write(parts, pending, count)
+                parts = []
+                pending = count = 0
+                self._roll()
+            parts.append(_pack_length(len(data)))
+            parts.append(data)
+            pending += total
+            count += 1
+        self._write(parts, pending, count)
+        self._unsynced += len(records)
+        if self._unsynced >= self.sync_every:
+            self.sync()
+        else:
+            self._arm_sync()
+
+    def _write(self, parts, size: int, count: int) -> None:
+        if not parts:
+            return
+        if self._write_fd is None:
+            self._write_fd = os.open(self.file_name(self.write_file_num), os.O_RDWR | os.O_CREAT, 0o600)
+            os.lseek(self._write_fd, self.write_pos, os.SEEK_SET)
+        data = b"".join(parts)
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < size:
+                written += os.write(self._write_fd, view[written:])
+        except OSError:
+            # Leave no partial record behind: the file ends where the last whole batch ended.
+            try:
+                os.ftruncate(self._write_fd, self.write_pos)
+                os.lseek(self._write_fd, self.write_pos, os.SEEK_SET)
+            except OSError:
+                self._close_write()
+            raise
+        self.write_pos += size
+        self.depth += count
+        self._dirty = True
+        if self.read_file_num == self.write_file_num:
+            self._read_end = self.write_pos
+
+    def _roll(self) -> None:
+        if self.read_file_num == self.write_file_num:
+            self._read_end = self.write_pos
+        self.write_file_num += 1
+        self.write_pos = 0
+        self.sync()
+        self._close_write()
+
+    def _close_write(self) -> None:
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+
+    # -- reading
+
+    def read(self, max_count: int):
+        """Take up to `max_count` records off the front (fewer if the queue has fewer)."""
+        out = []
+        while len(out) < max_count and not self.closed:
+            if self.read_file_num == self.write_file_num and self.read_pos >= self.write_pos:
+                self._check_tail()
+                break
+            if self._read_fd is None:
+                if not self._open_read():
+                    continue
+            if self.read_pos >= self._read_end:
+                if self.read_file_num < self.write_file_num:
+                    self._next_read_file(delete=True)
+                    continue
+                break
+            idx = self.read_pos - self._rbuf_start
+            buf = self._rbuf
+            if len(buf) - idx < 4 and not self._fill(4):
+                self._bad_file("short read of record size at %d" % self.read_pos)
+                continue
+            idx = self.read_pos - self._rbuf_start
+            length = _unpack_length(self._rbuf, idx)[0]
+            if length < self.min_msg_size or length > self.max_msg_size:
+                self._bad_file("invalid message read size (%d)" % length)
+                continue
+            if len(self._rbuf) - idx < 4 + length and not self._fill(4 + length):
+                self._bad_file("short read of a %d byte record at %d" % (length, self.read_pos))
+                continue
+            idx = self.read_pos - self._rbuf_start
+            out.append(self._rbuf[idx + 4:idx + 4 + length])
+            self.read_pos += 4 + length
+            self.depth -= 1
+            self._dirty = True
+        if out:
+            self._arm_sync()
+        return out
+
+    def _open_read(self) -> bool:
+        path = self.file_name(self.read_file_num)
+        try:
+            self._read_fd = os.open(path, os.O_RDONLY)
+        except OSError as err:
+            log.error("DISKQUEUE({name}) cannot open {file} - {err}", name=self.name, file=path, err=err)
+            self._skip_read_file()
+            return False
+        if self.read_file_num < self.write_file_num:
+            self._read_end = os.fstat(self._read_fd).st_size
+        else:
+            self._read_end = self.write_pos
+        self._rbuf = b""
+        self._rbuf_start = self.read_pos
+        return True
+
+    def _fill(self, need: int) -> bool:
+        """Make `need` bytes from read_pos available in the buffer, reading at most what the file holds."""
+        idx = self.read_pos - self._rbuf_start
+        rest = self._rbuf[idx:]
+        want = min(max(READ_CHUNK, need), self._read_end - self.read_pos) - len(rest)
+        chunk = os.pread(self._read_fd, want, self.read_pos + len(rest)) if want > 0 else b""
+        self._rbuf = rest + chunk
+        self._rbuf_start = self.read_pos
+        return len(self._rbuf) >= need
+
+    def _next_read_file(self, delete: bool) -> None:
+        done = self.read_file_num
+        self._close_read()
+        self.read_file_num += 1
+        self.read_pos = 0
+        self._dirty = True
+        if delete:
+            try:
+                os.remove(self.file_name(done))
+            except OSError as err:
+                log.error("DISKQUEUE({name}) failed to Remove({file}) - {err}", name=self.name,
+                          file=self.file_name(done), err=err)
+        self.sync()
+
+    def _skip_read_file(self) -> None:
+        if self.read_file_num == self.write_file_num:
+            self._close_write()
+            self.write_file_num += 1
+            self.write_pos = 0
+        self._next_read_file(delete=False)
+        self._check_tail()
+
+    def _bad_file(self, why: str) -> None:
+        """go-diskqueue's handleReadError: keep the damaged file as .bad and go on with the next."""
+        path = self.file_name(self.read_file_num)
+        log.error("DISKQUEUE({name}) reading at {pos} of {file} - {why}; saving it as {file}.bad",
+                  name=self.name, pos=self.read_pos, file=path, why=why)
+        self._close_read()
+        try:
+            os.rename(path, path + ".bad")
+        except OSError as err:
+            log.error("DISKQUEUE({name}) failed to rename bad file {file} - {err}", name=self.name, file=path, err=err)
+        self._skip_read_file()
+
+    def _check_tail(self) -> None:
+        if self.read_file_num == self.write_file_num and self.read_pos >= self.write_pos and self.depth != 0:
+            log.error("DISKQUEUE({name}) depth {depth} at the tail, resetting to 0", name=self.name, depth=self.depth)
+            self.depth = 0
+            self._dirty = True
+
+    def _close_read(self) -> None:
+        if self._read_fd is not None:
+            os.close(self._read_fd)
+            self._read_fd = None
+        self._rbuf = b""
+
+    # -- durability
+
+    def _arm_sync(self) -> None:
+        if self._sync_timer is None or not self._sync_timer.active():
+            self._sync_timer = self.clock.callLater(self.sync_timeout, self._sync_due)
+
+    def _sync_due(self) -> None:
+        self._sync_timer = None
+        if not self.closed:
+            try:
+                self.sync()
+            except OSError as err:
+                log.error("DISKQUEUE({name}) failed to sync - {err}", name=self.name, err=err)
+
+    def sync(self) -> None:
+        if self._write_fd is not None and self._unsynced:
+            os.fsync(self._write_fd)
+        self._unsynced = 0
+        if self._dirty:
+            self._persist_meta()
+
+    def _persist_meta(self) -> None:
+        path = self.meta_file_name()
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        data = b"%d\n%d,%d\n%d,%d\n" % (self.depth, self.read_file_num, self.read_pos,
+                                        self.write_file_num, self.write_pos)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self._dirty = False
+
+    # -- lifecycle
+
+    def empty(self) -> None:
+        """Drop everything: remove the files, and carry on in a fresh file as go-diskqueue does."""
+        self._close_read()
+        self._close_write()
+        for num in range(self.read_file_num, self.write_file_num + 1):
+            try:
+                os.remove(self.file_name(num))
+            except FileNotFoundError:
+                pass
+        self.write_file_num += 1
+        self.write_pos = 0
+        self.read_file_num = self.write_file_num
+        self.read_pos = 0
+        self.depth = 0
+        self._unsynced = 0
+        self._dirty = True
+        self._persist_meta()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.sync()
+        finally:
+            self._shut()
+
+    def delete(self) -> None:
+        self.empty()
+        self._shut()
+        try:
+            os.remove(self.meta_file_name())
+        except FileNotFoundError:
+            pass
+
+    def _shut(self) -> None:
+        self.closed = True
+        if self._sync_timer is not None and self._sync_timer.active():
+            self._sync_timer.cancel()
+        self._sync_timer = None
+        self._close_read()
+        self._close_write()
