@@ -72,6 +72,9 @@ class Options:
                      "output_buffer_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError("--%s must not be negative" % name.replace("_", "-"))
+        for name in ("broadcast_tcp_port", "broadcast_http_port"):
+            if getattr(self, name) > 65535:
+                raise ValueError("--%s must be at most 65535" % name.replace("_", "-"))
         if self.max_msg_size > self.max_body_size:
             raise ValueError("--max-msg-size (%d) must not exceed --max-body-size (%d)"
                              % (self.max_msg_size, self.max_body_size))

@@ -46,10 +46,8 @@ class Topic:
                 if channel.room() < count:
                     raise QueueError("queue full: channel %s has %d messages queued (--mem-queue-size=%d)"
                                      % (channel.name, channel.depth(), self.options.mem_queue_size))
-            first = True
-            for channel in list(channels.values()):
-                channel.put(messages if first else [m.copy() for m in messages])
-                first = False
+            for channel, batch in zip(list(channels.values()), self._copies(messages, len(channels))):
+                channel.put(batch)
         else:
             room = self.options.mem_queue_size - len(self.memory)
             if room < count:
@@ -63,16 +61,20 @@ class Topic:
         for msg in messages:
             self.message_bytes += len(msg.body)
 
+    @staticmethod
+    def _copies(messages, n: int):
+        """One batch per channel: the originals plus copies, all made before any channel takes its
+        batch, since a channel changes its messages' delivery state (e.g. clears the deferral)."""
+        return [messages] + [[m.copy() for m in messages] for _ in range(n - 1)]
+
     def _drain(self) -> None:
         """Hand held messages to the channels (a first channel appeared, or the topic was unpaused)."""
         if not self.memory or not self.channels or self.paused:
             return
         held = list(self.memory)
         self.memory.clear()
-        first = True
-        for channel in list(self.channels.values()):
-            channel.put(held if first else [m.copy() for m in held], bounded=False)
-            first = False
+        for channel, batch in zip(list(self.channels.values()), self._copies(held, len(self.channels))):
+            channel.put(batch, bounded=False)
 
     # -- channels
 

@@ -646,3 +646,13 @@ class HeartbeatAndBufferTests(Base):
         self.assertEqual(conn.transport.producerState, "producing")
         self.clock.advance(1)
         self.assertEqual(len(conn.messages()), 1)
+
+
+class DeferFanOutTests(Base):
+    def test_dpub_is_deferred_on_every_channel(self):
+        topic = self.node.get_topic("t")
+        channels = [topic.get_channel(name) for name in ("a", "b", "c")]
+        conn = self.conn()
+        conn.command(b"DPUB t 1000", b"later")
+        self.assertOK(conn)
+        self.assertEqual([(c.depth(), len(c.deferred)) for c in channels], [(0, 1)] * 3)
