@@ -1,0 +1,375 @@
+"""`twistd nsqtx`: flags, the TOML config file, their precedence, and start-up failures."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zlib
+
+from twisted.application.service import IService, IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.trial import unittest
+
+import nsqtx
+from nsqtx import tap
+from nsqtx.log import debug_enabled, set_log_level
+from nsqtx.node import NSQD
+from nsqtx.version import NSQD_VERSION, __version__
+
+HOSTNAME = socket.gethostname()
+
+#: nsqd 1.3's NewOptions(), converted to seconds.
+GO_DEFAULTS = {
+    "node_id": zlib.crc32(hashlib.md5(HOSTNAME.encode()).digest()) % 1024,
+    "log_level": "info",
+    "tcp_address": "0.0.0.0:4150",
+    "http_address": "0.0.0.0:4151",
+    "broadcast_address": HOSTNAME,
+    "broadcast_tcp_port": 0,
+    "broadcast_http_port": 0,
+    "data_path": "",
+    "mem_queue_size": 10000,
+    "max_bytes_per_file": 100 * 1024 * 1024,
+    "sync_every": 2500,
+    "sync_timeout": 2.0,
+    "msg_timeout": 60.0,
+    "max_msg_timeout": 900.0,
+    "max_msg_size": 1024 * 1024,
+    "max_body_size": 5 * 1024 * 1024,
+    "max_req_timeout": 3600.0,
+    "max_heartbeat_interval": 60.0,
+    "max_rdy_count": 2500,
+    "max_output_buffer_size": 64 * 1024,
+    "max_output_buffer_timeout": 30.0,
+    "min_output_buffer_timeout": 0.025,
+    "output_buffer_timeout": 0.25,
+    "max_channel_consumers": 0,
+    "max_deflate_level": 6,
+}
+
+#: Every flag with a non-default value, and the value it must produce.
+FLAGS = [
+    ("--node-id=7", "node_id", 7),
+    ("--log-level=warn", "log_level", "warn"),
+    ("--tcp-address=127.0.0.1:5150", "tcp_address", "127.0.0.1:5150"),
+    ("--http-address=[::1]:5151", "http_address", "[::1]:5151"),
+    ("--broadcast-address=nsq.example", "broadcast_address", "nsq.example"),
+    ("--broadcast-tcp-port=6150", "broadcast_tcp_port", 6150),
+    ("--broadcast-http-port=6151", "broadcast_http_port", 6151),
+    ("--data-path=/var/lib/nsq", "data_path", "/var/lib/nsq"),
+    ("--mem-queue-size=0", "mem_queue_size", 0),
+    ("--max-bytes-per-file=4096", "max_bytes_per_file", 4096),
+    ("--sync-every=10", "sync_every", 10),
+    ("--sync-timeout=500ms", "sync_timeout", 0.5),
+    ("--msg-timeout=1m30s", "msg_timeout", 90.0),
+    ("--max-msg-timeout=1h", "max_msg_timeout", 3600.0),
+    ("--max-msg-size=2048", "max_msg_size", 2048),
+    ("--max-req-timeout=10m", "max_req_timeout", 600.0),
+    ("--max-body-size=4096", "max_body_size", 4096),
+    ("--max-heartbeat-interval=2m", "max_heartbeat_interval", 120.0),
+    ("--max-rdy-count=100", "max_rdy_count", 100),
+    ("--max-output-buffer-size=1024", "max_output_buffer_size", 1024),
+    ("--max-output-buffer-timeout=1s", "max_output_buffer_timeout", 1.0),
+    ("--min-output-buffer-timeout=10ms", "min_output_buffer_timeout", 0.01),
+    ("--output-buffer-timeout=100ms", "output_buffer_timeout", 0.1),
+    ("--max-channel-consumers=3", "max_channel_consumers", 3),
+    ("--max-deflate-level=9", "max_deflate_level", 9),
+]
+
+
+def parse(*argv):
+    config = tap.NSQDOptions()
+    config.parseOptions(list(argv))
+    return config.options
+
+
+def make_tempdir(case):
+    """A directory removed after the test; unlike TestCase.mktemp, outside the cwd under pytest."""
+    path = tempfile.mkdtemp(prefix="nsqtx-test-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+class ParseTestsMixin:
+    def write_config(self, text):
+        path = os.path.join(make_tempdir(self), "nsqd.cfg")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def assertStartupError(self, argv, *needles):
+        """The one-line message twistd prints when start-up is refused, checked for each needle."""
+        e = self.assertRaises(SystemExit, parse, *argv)
+        self.assertIsInstance(e.code, str)
+        self.assertTrue(e.code.startswith("nsqtx: "), e.code)
+        self.assertNotIn("\n", e.code)
+        for needle in needles:
+            self.assertIn(needle, e.code)
+        return e.code
+
+
+class FlagTests(ParseTestsMixin, unittest.TestCase):
+    def test_defaults_match_go_nsqd(self):
+        options = parse()
+        for name, value in GO_DEFAULTS.items():
+            self.assertEqual(getattr(options, name), value, name)
+
+    def test_every_flag(self):
+        self.assertEqual(len(FLAGS), len(tap.SETTINGS))
+        options = parse(*[flag for flag, _, _ in FLAGS])
+        for flag, name, value in FLAGS:
+            self.assertEqual(getattr(options, name), value, flag)
+
+    def test_separate_argument(self):
+        self.assertEqual(parse("--msg-timeout", "250ms").msg_timeout, 0.25)
+
+    def test_log_level_is_case_insensitive(self):
+        self.assertEqual(parse("--log-level=DEBUG").log_level, "debug")
+
+    def test_bad_flag_values(self):
+        for argv, needle in [
+            (["--msg-timeout=banana"], "--msg-timeout"),
+            (["--msg-timeout=60"], "--msg-timeout"),
+            (["--msg-timeout=-1s"], "--msg-timeout"),
+            (["--sync-timeout=0"], "--sync-timeout"),
+            (["--mem-queue-size=ten"], "--mem-queue-size"),
+            (["--mem-queue-size=1.5"], "--mem-queue-size"),
+            (["--mem-queue-size=-1"], "--mem-queue-size"),
+            (["--max-bytes-per-file=0"], "--max-bytes-per-file"),
+            (["--tcp-address=nowhere"], "--tcp-address"),
+            (["--http-address=127.0.0.1:99999"], "--http-address"),
+            (["--log-level=loud"], "--log-level"),
+            (["--node-id=1024"], "--node-id"),
+            (["--max-deflate-level=0"], "--max-deflate-level"),
+            (["--broadcast-tcp-port=70000"], "--broadcast-tcp-port"),
+            (["--max-msg-size=10", "--max-body-size=5"], "--max-msg-size"),
+        ]:
+            self.assertStartupError(argv, needle)
+
+    def test_unknown_flag(self):
+        self.assertStartupError(["--bogus"], "bogus")
+
+    def test_missing_value(self):
+        self.assertStartupError(["--msg-timeout"], "msg-timeout")
+
+    def test_stray_argument(self):
+        self.assertStartupError(["extra"])
+
+    def test_version(self):
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        e = self.assertRaises(SystemExit, parse, "--msg-timeout=banana", "--version")
+        self.assertEqual(e.code, 0)
+        self.assertEqual(out.getvalue(), "nsqtx v%s (nsqd %s compatible)\n" % (__version__, NSQD_VERSION))
+
+    def test_help_shows_go_defaults(self):
+        text = str(tap.NSQDOptions())
+        for flag in ["--tcp-address", "--msg-timeout", "--config", "--version"]:
+            self.assertIn(flag, text)
+        self.assertIn("0.0.0.0:4150", text)
+        self.assertIn("1m0s", text)
+        self.assertIn("250ms", text)
+
+
+class ConfigFileTests(ParseTestsMixin, unittest.TestCase):
+    def test_values(self):
+        path = self.write_config(
+            'tcp_address = "127.0.0.1:5150"\n'
+            'log_level = "debug"\n'
+            "id = 42\n"
+            "mem_queue_size = 5\n"
+            'max_bytes_per_file = "4096"\n'
+            'msg_timeout = "1m30s"\n'
+            "sync_timeout = 1500\n"
+            'data_path = "/tmp/nsq"\n'
+        )
+        options = parse("--config", path)
+        self.assertEqual(options.tcp_address, "127.0.0.1:5150")
+        self.assertEqual(options.log_level, "debug")
+        self.assertEqual(options.node_id, 42)
+        self.assertEqual(options.mem_queue_size, 5)
+        self.assertEqual(options.max_bytes_per_file, 4096)
+        self.assertEqual(options.msg_timeout, 90.0)
+        self.assertEqual(options.data_path, "/tmp/nsq")
+        self.assertEqual(options.http_address, GO_DEFAULTS["http_address"])
+
+    def test_integer_duration_is_milliseconds(self):
+        """Go nsqd's go-options coerces an integer duration from the file as milliseconds."""
+        self.assertEqual(parse("--config", self.write_config("sync_timeout = 1500\n")).sync_timeout, 1.5)
+
+    def test_node_id_key(self):
+        self.assertEqual(parse("--config", self.write_config("node_id = 9\n")).node_id, 9)
+
+    def test_id_and_node_id_together(self):
+        path = self.write_config("id = 1\nnode_id = 2\n")
+        self.assertStartupError(["--config", path], "node_id")
+
+    def test_flags_override_file(self):
+        path = self.write_config('msg_timeout = "5s"\nmem_queue_size = 5\nid = 3\n')
+        options = parse("--msg-timeout=7s", "--config", path, "--node-id=4")
+        self.assertEqual(options.msg_timeout, 7.0)
+        self.assertEqual(options.node_id, 4)
+        self.assertEqual(options.mem_queue_size, 5)
+
+    def test_file_values_are_validated(self):
+        path = self.write_config("mem_queue_size = -1\n")
+        self.assertStartupError(["--config", path], "mem-queue-size")
+
+    def test_unknown_key_is_ignored_with_a_warning(self):
+        path = self.write_config('msg_timeout = "5s"\nstatsd_address = "127.0.0.1:8125"\n')
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        options = parse("--config", path)
+        self.assertEqual(options.msg_timeout, 5.0)
+        self.assertEqual(stderr.getvalue(),
+                         "nsqtx: config file %s: ignoring unknown key 'statsd_address'\n" % (path,))
+
+    def test_bad_values(self):
+        for line, needle in [
+            ('msg_timeout = "banana"', "msg_timeout"),
+            ("msg_timeout = 1.5", "msg_timeout"),
+            ('msg_timeout = "60"', "msg_timeout"),
+            ("mem_queue_size = 1.5", "mem_queue_size"),
+            ("mem_queue_size = true", "mem_queue_size"),
+            ('mem_queue_size = "ten"', "mem_queue_size"),
+            ("tcp_address = 4150", "tcp_address"),
+            ('tcp_address = "nowhere"', "tcp_address"),
+            ('log_level = "loud"', "log_level"),
+            ("id = [1]", "id"),
+        ]:
+            path = self.write_config(line + "\n")
+            self.assertStartupError(["--config", path], needle, path)
+
+    def test_bad_toml(self):
+        path = self.write_config("msg_timeout = = 5s\n")
+        self.assertStartupError(["--config", path], "TOML", path)
+
+    def test_missing_file(self):
+        path = os.path.join(make_tempdir(self), "missing.cfg")
+        self.assertStartupError(["--config", path], path)
+
+
+class MakeServiceTests(unittest.TestCase):
+    def setUp(self):
+        self.addCleanup(set_log_level, "info")
+
+    def test_service(self):
+        config = tap.Options()
+        config.parseOptions(["--tcp-address=127.0.0.1:0", "--http-address=127.0.0.1:0"])
+        top = tap.makeService(config)
+        node = top.getServiceNamed("nsqd")
+        self.assertIsInstance(node, NSQD)
+        self.assertIs(node.options, config.options)
+        self.assertTrue(IService.providedBy(top))
+        self.assertIsInstance(top.getServiceNamed("exit-zero-on-signals"), tap.ExitZeroOnSignals)
+        self.assertFalse(node.running)
+
+    def test_sets_log_level(self):
+        for level, debug in [("debug", True), ("error", False)]:
+            config = tap.Options()
+            config.parseOptions(["--log-level=" + level])
+            tap.makeService(config)
+            self.assertEqual(debug_enabled(), debug, level)
+
+    def test_plugin(self):
+        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        self.assertIn("nsqtx", makers)
+        self.assertIs(makers["nsqtx"].options, tap.NSQDOptions)
+        self.assertIs(makers["nsqtx"].makeService, tap.makeService)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def twistd(*args):
+    """argv running twistd with this interpreter, so PyPy test runs start a PyPy nsqd."""
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"] + list(args)
+
+
+def subprocess_env():
+    """The child imports the same nsqtx as this process (the source tree or the installed copy)."""
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(nsqtx.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+class TwistdTests(unittest.TestCase):
+    """The real `twistd -n nsqtx` in a subprocess; the only tests here that wait on a clock."""
+
+    START_TIMEOUT = 60.0
+    STOP_TIMEOUT = 30.0
+
+    def setUp(self):
+        self.workdir = make_tempdir(self)
+
+    def test_serves_and_shuts_down_on_sigterm(self):
+        tcp_port, http_port = free_port(), free_port()
+        log_path = os.path.join(self.workdir, "twistd.out")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                twistd("-n", "--pidfile=", "nsqtx", "--tcp-address=127.0.0.1:%d" % tcp_port,
+                       "--http-address=127.0.0.1:%d" % http_port, "--data-path=" + self.workdir),
+                cwd=self.workdir, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        self.addCleanup(self.kill, proc)
+
+        def output():
+            with open(log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+
+        deadline = time.monotonic() + self.START_TIMEOUT
+        body = None
+        while body is None:
+            if proc.poll() is not None:
+                self.fail("twistd exited with %s before answering:\n%s" % (proc.returncode, output()))
+            if time.monotonic() > deadline:
+                self.fail("no answer on /ping within %ss:\n%s" % (self.START_TIMEOUT, output()))
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/ping" % http_port, timeout=2) as r:
+                    body = r.read()
+            except OSError:
+                time.sleep(0.05)
+        self.assertEqual(body, b"OK")
+        client = socket.create_connection(("127.0.0.1", tcp_port), timeout=self.STOP_TIMEOUT)
+        self.addCleanup(client.close)
+        client.sendall(b"  V2NOP\n")
+
+        proc.send_signal(signal.SIGTERM)
+        try:
+            status = proc.wait(self.STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail("twistd still running %ss after SIGTERM:\n%s" % (self.STOP_TIMEOUT, output()))
+        self.assertEqual(status, 0, output())
+        self.assertIn("Server Shut Down.", output())
+        self.assertEqual(client.recv(100), b"", "the connected client was not closed")
+
+    def test_bad_flag_is_one_line(self):
+        result = subprocess.run(
+            twistd("-n", "--pidfile=", "nsqtx", "--msg-timeout=banana"), cwd=self.workdir,
+            env=subprocess_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, timeout=self.START_TIMEOUT)
+        stderr = result.stderr.decode("utf-8", "replace")
+        self.assertEqual(result.returncode, 1, stderr)
+        self.assertNotIn("Traceback", stderr)
+        self.assertEqual(result.stdout, b"")
+        lines = stderr.splitlines()
+        self.assertEqual(len(lines), 1, stderr)
+        self.assertIn("msg-timeout", lines[0])
+        self.assertIn("banana", lines[0])
+
+    def kill(self, proc):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
