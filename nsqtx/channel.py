@@ -2,6 +2,11 @@
 
 Delivery is a pump run in the caller's stack (publish, RDY, FIN/REQ, scan, unpause): nothing waits on
 a per-message timer or Deferred. Expiry is a periodic scan of two heaps (see :meth:`Channel.scan`).
+
+Ready messages live in memory up to --mem-queue-size, then in the channel's disk queue (none for
+ephemeral channels, which drop the excess). Once anything is on disk, new messages queue behind it
+there too, so a backlog comes back in publish order; the pump reads from disk only as many messages
+as subscribers can take at that moment.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from heapq import heapify, heappop, heappush
 
 from nsqtx.errors import QueueError
 from nsqtx.log import NSQLogger
+from nsqtx.message import decode_message
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
@@ -17,6 +23,8 @@ log = NSQLogger()
 # Stale in-flight heap entries (finished, requeued or touched messages) are dropped lazily; past this
 # many beyond the live ones the heap is rebuilt so a high FIN rate cannot grow it without bound.
 _HEAP_SLACK = 4096
+#: most messages read back from disk in one go, so a large backlog never blocks the reactor for long
+_DISK_BATCH = 2500
 
 
 class Channel:
@@ -28,6 +36,8 @@ class Channel:
         self.options = topic.node.options
         self.ephemeral = is_ephemeral(name)
         self.memory = deque()
+        #: the disk queue behind `memory`; None for ephemeral channels
+        self.backend = None if self.ephemeral else self.node.backend_queue("%s:%s" % (topic.name, name))
         #: subscribed connections, in subscription order; delivery goes round robin over them
         self.clients = []
         self._next_client = 0
@@ -48,36 +58,39 @@ class Channel:
         return "<Channel %s:%s>" % (self.topic.name, self.name)
 
     def depth(self) -> int:
-        return len(self.memory)
+        return len(self.memory) + self.backend_depth()
+
+    def backend_depth(self) -> int:
+        backend = self.backend
+        return backend.depth if backend is not None else 0
 
     # -- putting messages in
 
-    def room(self) -> int:
-        """How many more new messages fit; ephemeral channels always take them (and drop the excess)."""
-        if self.ephemeral:
-            return 1 << 62
-        return self.options.mem_queue_size - len(self.memory)
-
-    def put(self, messages, bounded: bool = True) -> None:
-        """Queue messages; new publishes are `bounded` (the caller checked :meth:`room`), while
-        messages the topic held back are taken whatever the bound, since they were already accepted."""
+    def put(self, messages) -> None:
+        """Queue new messages: memory first, then disk; raises QueueError if the disk refuses them."""
         if self.exiting:
             raise QueueError("exiting")
         self.message_count += len(messages)
         now = None
         memory = self.memory
         limit = self.options.mem_queue_size
+        backend = self.backend
+        spill = None
         for msg in messages:
             if msg.deferred:
                 if now is None:
                     now = self.clock.seconds()
                 self._defer(msg, now + msg.deferred)
-            elif len(memory) < limit or not bounded:
+            elif spill is None and len(memory) < limit and (backend is None or not backend.depth):
                 memory.append(msg)
-            elif self.ephemeral:
+            elif backend is None:
                 self.dropped_count += 1
             else:
-                raise QueueError("queue full")
+                if spill is None:
+                    spill = []
+                spill.append(msg.encode())
+        if spill:
+            self.node.write_backend(backend, spill)
         self.pump()
 
     def _defer(self, msg, ready_at: float) -> None:
@@ -112,8 +125,29 @@ class Channel:
 
     def pump(self) -> None:
         """Hand ready messages to subscribers with spare RDY, round robin, until either runs out."""
+        if self.paused or not self.clients:
+            return
+        self._deliver()
+        backend = self.backend
+        while not self.memory and backend is not None and backend.depth and not self.exiting:
+            want = min(sum(c.ready_count - c.in_flight_count for c in self.clients if c.can_receive), _DISK_BATCH)
+            if want <= 0 or not self._refill(want):
+                break
+            self._deliver()
+
+    def _refill(self, count: int) -> bool:
+        """Move up to `count` messages from disk to memory; False if none could be read."""
+        records = self.backend.read(count)
+        for record in records:
+            try:
+                self.memory.append(decode_message(record))
+            except ValueError as err:
+                log.error("CHANNEL({channel}): failed to decode message - {err}", channel=self.name, err=err)
+        return bool(records)
+
+    def _deliver(self) -> None:
         memory = self.memory
-        if not memory or self.paused or not self.clients:
+        if not memory:
             return
         clients = self.clients
         n = len(clients)
@@ -224,16 +258,24 @@ class Channel:
 
     def pause(self) -> None:
         self.paused = True
+        self._pause_changed()
         for client in self.clients:
             client.flush()
 
     def unpause(self) -> None:
         self.paused = False
+        self._pause_changed()
         self.pump()
+
+    def _pause_changed(self) -> None:
+        if not self.ephemeral:
+            self.node.metadata_changed()
 
     def empty(self) -> None:
         """Drop every queued, in-flight and deferred message, as nsqd's /channel/empty does."""
         self.memory.clear()
+        if self.backend is not None:
+            self.backend.empty()
         self.in_flight.clear()
         self._in_flight_heap = []
         self.deferred.clear()
@@ -242,7 +284,27 @@ class Channel:
             client.in_flight_count = 0
 
     def close(self) -> None:
-        """Stop taking messages and disconnect subscribers (topic deletion or node shutdown)."""
+        """Shutdown: disconnect subscribers, then write queued, in-flight and deferred messages to
+        disk (in that order, as nsqd) so a restart delivers them again."""
+        self._disconnect()
+        backend = self.backend
+        if backend is None:
+            return
+        pending = list(self.memory) + list(self.in_flight.values()) + list(self.deferred.values())
+        if pending:
+            log.info("CHANNEL({channel}): flushing {n} memory/in-flight/deferred messages to backend",
+                     channel=self.name, n=len(pending))
+            self.node.flush_to_backend(backend, pending)
+        backend.close()
+
+    def delete(self) -> None:
+        """Deletion: disconnect subscribers and remove the channel's messages and files."""
+        self._disconnect()
+        self.memory.clear()
+        if self.backend is not None:
+            self.backend.delete()
+
+    def _disconnect(self) -> None:
         self.exiting = True
         for client in list(self.clients):
             client.close()

@@ -13,10 +13,15 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
+from nsqtx import metadata
+from nsqtx.diskqueue import DiskQueue
+from nsqtx.errors import QueueError
 from nsqtx.guid import GUIDFactory
 from nsqtx.http_api import make_site
 from nsqtx.log import NSQLogger, set_log_level
-from nsqtx.options import Options, parse_address
+from nsqtx.message import MIN_ENCODED_LENGTH
+from nsqtx.names import is_valid_channel_name, is_valid_topic_name
+from nsqtx.options import Options, check_data_path, parse_address
 from nsqtx.protocol_v2 import V2Factory
 from nsqtx.topic import Topic
 from nsqtx.version import NSQD_VERSION, __version__
@@ -50,15 +55,75 @@ class NSQD(Service):
         self._scanner = LoopingCall(self.scan_queues)
         self._scanner.clock = self.clock
         self._all_closed = None
+        #: while metadata is being loaded, changes are not written back one by one
+        self._loading = False
 
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
+
+    # -- durability
+
+    def backend_queue(self, name: str) -> DiskQueue:
+        options = self.options
+        return DiskQueue(name, options.data_path, options.max_bytes_per_file, MIN_ENCODED_LENGTH,
+                         options.max_msg_size + MIN_ENCODED_LENGTH, options.sync_every, options.sync_timeout,
+                         self.clock)
+
+    def write_backend(self, backend: DiskQueue, records) -> None:
+        """Write to a disk queue; a failure marks the node unhealthy (/ping, /stats) and raises
+        QueueError, which the publisher sees as E_PUB_FAILED / a 503."""
+        try:
+            backend.put(records)
+        except (OSError, ValueError) as err:
+            self.health_error = "failed to write message to backend - %s" % (err,)
+            log.error("DISKQUEUE({name}): {error}", name=backend.name, error=self.health_error)
+            raise QueueError(self.health_error)
+        if self.health_error is not None:
+            self.health_error = None
+
+    def flush_to_backend(self, backend: DiskQueue, messages) -> None:
+        """Shutdown's last write: a failure is logged (by write_backend) and shutdown carries on."""
+        try:
+            self.write_backend(backend, [m.encode() for m in messages])
+        except QueueError:
+            pass
+
+    def metadata_changed(self) -> None:
+        if not self._loading:
+            self._persist_metadata()
+
+    def _persist_metadata(self) -> None:
+        try:
+            metadata.write(self.options.data_path, metadata.snapshot(self.topics.values()))
+        except OSError as err:
+            log.error("failed to persist metadata - {err}", err=err)
+
+    def _load_metadata(self) -> None:
+        """Bring back the topics, channels and pause states of the last run (nsqd's LoadMetadata)."""
+        self._loading = True
+        try:
+            for name, paused, channels in metadata.read(self.options.data_path):
+                if not is_valid_topic_name(name):
+                    log.warn("skipping creation of invalid topic {name}", name=name)
+                    continue
+                topic = self.get_topic(name)
+                topic.paused = paused
+                for channel_name, channel_paused in channels:
+                    if not is_valid_channel_name(channel_name):
+                        log.warn("skipping creation of invalid channel {name}", name=channel_name)
+                        continue
+                    topic.get_channel(channel_name).paused = channel_paused
+        finally:
+            self._loading = False
+        self._persist_metadata()
 
     # -- lifecycle
 
     def startService(self):
         options = self.options
         set_log_level(options.log_level)
+        check_data_path(options.data_path)
+        self._load_metadata()
         host, port = parse_address(options.tcp_address, "--tcp-address")
         tcp = self.reactor.listenTCP(port, V2Factory(self), interface=host)
         self._listeners.append(tcp)
@@ -79,6 +144,7 @@ class NSQD(Service):
             self._scanner.stop()
         waits = [defer.maybeDeferred(listener.stopListening) for listener in self._listeners]
         self._listeners = []
+        self._persist_metadata()
         for topic in list(self.topics.values()):
             topic.close()
         if self.clients:
@@ -114,6 +180,8 @@ class NSQD(Service):
         if topic is None:
             topic = self.topics[name] = Topic(self, name)
             log.info("TOPIC({topic}): created", topic=name)
+            if not topic.ephemeral:
+                self.metadata_changed()
         return topic
 
     def get_existing_topic(self, name: str):
@@ -124,7 +192,9 @@ class NSQD(Service):
         if topic is None:
             return False
         log.info("TOPIC({topic}): deleting", topic=name)
-        topic.close()
+        topic.delete()
+        if not topic.ephemeral:
+            self.metadata_changed()
         return True
 
     def scan_queues(self) -> None:

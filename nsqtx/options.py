@@ -6,6 +6,7 @@ Durations are float seconds, sizes are ints. The same object configures `twistd 
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import zlib
 
@@ -86,6 +87,13 @@ class Options:
             raise ValueError("--max-deflate-level must be in [1,9]")
         for name in ("tcp_address", "http_address"):
             parse_address(getattr(self, name), "--" + name.replace("_", "-"))
+
+
+
+def check_data_path(path: str) -> None:
+    """Where nsqd keeps its queues must exist before it starts; it is not created silently."""
+    if path and not os.path.isdir(path):
+        raise ValueError("--data-path %r is not a directory" % (path,))
 
 
 def parse_address(text: str, flag: str = "address"):

@@ -76,8 +76,7 @@ def topic_stats(topic, channels: list) -> dict:
         "topic_name": topic.name,
         "channels": channels,
         "depth": topic.depth(),
-        # no disk queue yet: everything queued is in memory
-        "backend_depth": 0,
+        "backend_depth": topic.backend_depth(),
         "message_count": topic.message_count,
         "message_bytes": topic.message_bytes,
         "paused": topic.paused,
@@ -90,7 +89,7 @@ def channel_stats(channel, clients) -> dict:
     return {
         "channel_name": channel.name,
         "depth": channel.depth(),
-        "backend_depth": 0,
+        "backend_depth": channel.backend_depth(),
         "in_flight_count": len(channel.in_flight),
         "deferred_count": len(channel.deferred),
         "message_count": channel.message_count,

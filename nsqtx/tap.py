@@ -16,7 +16,7 @@ from twisted.python import usage
 from nsqtx.durations import format_duration, parse_duration
 from nsqtx.log import set_log_level
 from nsqtx.node import NSQD
-from nsqtx.options import LOG_LEVELS, Options as NodeOptions, parse_address
+from nsqtx.options import LOG_LEVELS, Options as NodeOptions, check_data_path, parse_address
 from nsqtx.version import NSQD_VERSION, __version__
 
 if sys.version_info >= (3, 11):
@@ -219,6 +219,7 @@ class NSQDOptions(usage.Options):
                 values[name] = convert_flag(name, text)
         options = NodeOptions(**values)
         options.validate()
+        check_data_path(options.data_path)
         self.options = options
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import tempfile
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -15,7 +17,16 @@ from nsqtx.protocol_v2 import V2Factory
 RESPONSE, ERROR, MESSAGE = 0, 1, 2
 
 
-def make_node(**overrides):
+def data_dir(case) -> str:
+    """A fresh --data-path for one test, so no test sees another's nsqd.dat or queue files."""
+    path = tempfile.mkdtemp(prefix="nsqtx-test-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def make_node(case, **overrides):
+    """A node on a fake reactor with its own data directory."""
+    overrides.setdefault("data_path", data_dir(case))
     options = Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", **overrides)
     reactor = MemoryReactorClock()
     reactor.advance(1000.0)

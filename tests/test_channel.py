@@ -9,7 +9,7 @@ from tests.support import Conn, make_node, mpub_body
 
 class ChannelTests(TestCase):
     def setUp(self):
-        self.node, self.clock = make_node()
+        self.node, self.clock = make_node(self)
 
     def consumer(self, topic=b"t", channel=b"c", rdy=10, port=5000):
         conn = Conn(self.node, port).magic()
@@ -52,6 +52,7 @@ class ChannelTests(TestCase):
         self.publish(b"1")
         self.assertEqual((a.messages(), b.messages(), topic.depth()), ([], [], 1))
         topic.unpause()
+        self.clock.advance(0)
         self.assertEqual([m[2] for m in a.messages()], [b"1"])
         self.assertEqual([m[2] for m in b.messages()], [b"1"])
         self.assertEqual(topic.depth(), 0)
@@ -96,11 +97,16 @@ class ChannelTests(TestCase):
         self.publish(b"1", b"2", b"3")
         self.assertEqual((channel.depth(), channel.dropped_count, channel.message_count), (2, 1, 3))
 
-    def test_durable_channel_refuses_beyond_bound(self):
+    def test_durable_channel_spills_beyond_bound(self):
         self.node.options.mem_queue_size = 2
         channel = self.node.get_topic("t").get_channel("c")
-        self.assertRaises(QueueError, self.publish, b"1", b"2", b"3")
-        self.assertEqual(channel.depth(), 0)
+        self.publish(b"1", b"2", b"3")
+        self.assertEqual((len(channel.memory), channel.backend_depth()), (2, 1))
+
+    def test_deleted_channel_cannot_take_messages(self):
+        channel = self.node.get_topic("t").get_channel("c")
+        self.node.topics["t"].delete_channel("c")
+        self.assertRaises(QueueError, channel.put, [self._message(b"x")])
 
     def test_timed_out_and_requeued_messages_are_never_dropped_by_the_bound(self):
         self.node.options.mem_queue_size = 1
@@ -140,7 +146,9 @@ class ChannelTests(TestCase):
     def test_topic_with_no_channel_holds_until_first_channel_only(self):
         self.publish(b"1", b"2")
         first = self.node.get_topic("t").get_channel("first")
+        self.clock.advance(0)
         second = self.node.get_topic("t").get_channel("second")
+        self.clock.advance(0)
         self.assertEqual((first.depth(), second.depth()), (2, 0))
 
     def test_held_deferred_messages_are_deferred_from_when_a_channel_appears(self):
@@ -149,6 +157,7 @@ class ChannelTests(TestCase):
         conn.frames()
         self.clock.advance(5)
         channel = self.node.get_topic("t").get_channel("c")
+        self.clock.advance(0)
         self.assertEqual((channel.depth(), len(channel.deferred)), (0, 1))
         self.clock.advance(1)
         self.node.scan_queues()

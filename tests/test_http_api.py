@@ -24,10 +24,11 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from nsqtx import log as nsqlog
+from nsqtx.diskqueue import DiskQueue
 from nsqtx.http_api import HTTPError, encode_json, make_site, parse_query
 from nsqtx.node import NSQD
 from nsqtx.options import Options
-from tests.support import MESSAGE, RESPONSE, Conn, mpub_body
+from tests.support import MESSAGE, RESPONSE, Conn, data_dir, mpub_body
 
 START = 1000.0
 V1_HEADER = b"nsq; version=1.0"
@@ -50,7 +51,7 @@ class APITestCase(TestCase):
     def setUp(self):
         self.clock = MemoryReactorClock()
         self.clock.advance(START)
-        options = dict(tcp_address="127.0.0.1:4150", http_address="127.0.0.1:4151")
+        options = dict(tcp_address="127.0.0.1:4150", http_address="127.0.0.1:4151", data_path=data_dir(self))
         options.update(self.options)
         self.node = NSQD(Options(**options), reactor=self.clock)
         self.node.startService()
@@ -204,7 +205,8 @@ class InfoTests(APITestCase):
         })
 
     def test_ports_are_minus_one_while_not_listening(self):
-        self.http = StubTreq(make_site(NSQD(Options(), reactor=MemoryReactorClock())).resource)
+        node = NSQD(Options(data_path=data_dir(self)), reactor=MemoryReactorClock())
+        self.http = StubTreq(make_site(node).resource)
         info = self.get("/info").json()
         self.assertEqual((info["tcp_port"], info["http_port"], info["start_time"]), (-1, -1, 0))
 
@@ -328,14 +330,30 @@ class PubTests(APITestCase):
 class PubQueueFullTests(APITestCase):
     options = dict(mem_queue_size=1)
 
-    def test_full_queue_is_503_pub_failed(self):
+    def fail_disk_writes(self):
+        def disk_full(queue, records):
+            raise OSError(28, "No space left on device")
+
+        self.patch(DiskQueue, "put", disk_full)
+
+    def test_beyond_memory_goes_to_disk(self):
         self.assertOK(self.post("/pub?topic=t", b"1"))
+        self.assertOK(self.post("/mpub?topic=t", b"2\n3"))
+        topic = self.node.topics["t"]
+        self.assertEqual((topic.depth(), topic.backend_depth()), (3, 2))
+        self.assertEqual(self.stats()["topics"][0]["backend_depth"], 2)
+
+    def test_disk_failure_is_503_pub_failed_and_unhealthy(self):
+        self.assertOK(self.post("/pub?topic=t", b"1"))
+        self.fail_disk_writes()
         self.assertError(self.post("/pub?topic=t", b"2"), 503, "PUB_FAILED")
         self.assertEqual(self.bodies(self.node.topics["t"].memory), [b"1"])
+        self.assertEqual(self.get("/ping").code, 500)
+        self.assertIn("No space left on device", self.stats()["health"])
 
-    def test_full_queue_refuses_the_whole_mpub(self):
+    def test_disk_failure_refuses_the_mpub(self):
+        self.fail_disk_writes()
         self.assertError(self.post("/mpub?topic=t", b"1\n2"), 503, "MPUB_FAILED")
-        self.assertEqual(self.node.topics["t"].depth(), 0)
 
     def test_exiting_topic_is_503_exiting(self):
         self.node.get_topic("t").close()
@@ -500,6 +518,7 @@ class TopicTests(APITestCase):
         self.assertError(self.post("/topic/unpause?topic=nope"), 404, "TOPIC_NOT_FOUND")
         self.assertEmpty200(self.post("/topic/unpause?topic=t"))
         self.assertFalse(self.node.topics["t"].paused)
+        self.clock.advance(0)
         self.assertEqual(self.bodies(channel.memory), [b"held"])
         self.assertFalse(self.stats()["topics"][0]["paused"])
 
@@ -524,7 +543,8 @@ class ChannelTests(APITestCase):
     def test_create(self):
         self.post("/pub?topic=t", b"waiting")
         self.assertEmpty200(self.post("/channel/create?topic=t&channel=c"))
-        # the first channel takes what the topic held
+        # the first channel takes what the topic held (on the next reactor turn)
+        self.clock.advance(0)
         self.assertEqual(self.bodies(self.topic.channels["c"].memory), [b"waiting"])
         self.assertEmpty200(self.post("/channel/create?topic=t&channel=c%23ephemeral"))
         self.assertEqual(sorted(self.topic.channels), ["c", "c#ephemeral"])
@@ -916,7 +936,7 @@ class HelperTests(TestCase):
 class SocketTests(TestCase):
     @defer.inlineCallbacks
     def test_publish_and_read_stats_over_http(self):
-        node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0"))
+        node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", data_path=data_dir(self)))
         node.startService()
         self.addCleanup(node.stopService)
         pool = HTTPConnectionPool(global_reactor, persistent=False)

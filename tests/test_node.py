@@ -9,6 +9,7 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from nsqtx import NSQD, Options
+from tests.support import data_dir
 
 
 class FrameClient(Protocol):
@@ -49,7 +50,7 @@ class EmbeddedNodeTests(TestCase):
 
     @defer.inlineCallbacks
     def test_embedded_node_serves_and_stops_cleanly(self):
-        node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0"))
+        node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", data_path=data_dir(self)))
         node.startService()
         self.assertNotEqual(node.tcp_port, 0)
         self.assertNotEqual(node.http_port, 0)

@@ -6,12 +6,12 @@ import struct
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import ERROR, MESSAGE, RESPONSE, Conn, make_node, mpub_body
+from tests.support import ERROR, MESSAGE, RESPONSE, Conn, decode, make_node, mpub_body
 
 
 class Base(TestCase):
     def setUp(self):
-        self.node, self.clock = make_node()
+        self.node, self.clock = make_node(self)
 
     def conn(self, port=4000) -> Conn:
         return Conn(self.node, port).magic()
@@ -182,26 +182,63 @@ class PublishTests(Base):
             conn.send(data)
             self.assertError(conn, error)
 
-    def test_pub_beyond_memory_bound_is_refused_not_dropped(self):
+    def test_messages_beyond_the_memory_bound_spill_to_disk_and_come_back_in_order(self):
         self.node.options.mem_queue_size = 2
         conn = self.conn()
-        conn.command(b"PUB t", b"1")
-        conn.command(b"PUB t", b"2")
-        self.assertEqual(conn.frames(), [(RESPONSE, b"OK")] * 2)
-        conn.command(b"PUB t", b"3")
+        for body in (b"1", b"2", b"3", b"4"):
+            conn.command(b"PUB t", body)
+        self.assertEqual(conn.frames(), [(RESPONSE, b"OK")] * 4)
+        topic = self.node.topics["t"]
+        self.assertEqual((topic.depth(), topic.backend_depth()), (4, 2))
+        consumer = self.conn(5000)
+        consumer.identify(output_buffer_timeout=-1)
+        consumer.subscribe(rdy=10)
+        consumer.frames()
+        self.clock.advance(0)
+        conn.command(b"MPUB t", mpub_body([b"5", b"6", b"7"]))
+        self.clock.advance(0)
+        self.assertEqual([m[2] for m in consumer.messages()], [b"1", b"2", b"3", b"4", b"5", b"6", b"7"])
+
+    def test_channel_backlog_beyond_the_memory_bound_is_kept_on_disk(self):
+        self.node.options.mem_queue_size = 2
+        channel = self.node.get_topic("t").get_channel("c")
+        conn = self.conn()
+        conn.command(b"MPUB t", mpub_body([b"%d" % i for i in range(5)]))
+        self.assertOK(conn)
+        self.assertEqual((channel.depth(), channel.backend_depth(), len(channel.memory)), (5, 3, 2))
+        consumer = self.conn(5000)
+        consumer.identify(output_buffer_timeout=-1)
+        consumer.subscribe(rdy=3)
+        frames = consumer.frames()
+        self.assertEqual(frames[:2], [(RESPONSE, b"OK")] * 2)
+        got = [decode(data) for _, data in frames[2:]]
+        self.assertEqual([m[2] for m in got], [b"0", b"1", b"2"])
+        consumer.send(b"".join(b"FIN " + m[1] + b"\n" for m in got))
+        self.assertEqual([m[2] for m in consumer.messages()], [b"3", b"4"])
+        self.assertEqual(channel.depth(), 0)
+
+    def test_disk_failure_refuses_the_publish_and_marks_the_node_unhealthy(self):
+        self.node.options.mem_queue_size = 0
+        from nsqtx.diskqueue import DiskQueue
+
+        real_put = DiskQueue.put
+
+        def disk_full(queue, records):
+            raise OSError(28, "No space left on device")
+
+        self.patch(DiskQueue, "put", disk_full)
+        conn = self.conn()
+        conn.command(b"PUB t", b"x")
         [(kind, text)] = conn.frames()
         self.assertEqual(kind, ERROR)
-        self.assertTrue(text.startswith(b"E_PUB_FAILED PUB failed queue full"), text)
-        self.assertEqual([m.body for m in self.node.topics["t"].memory], [b"1", b"2"])
-
-    def test_mpub_beyond_memory_bound_is_refused_whole(self):
-        self.node.options.mem_queue_size = 2
-        self.node.get_topic("t").get_channel("c")
-        conn = self.conn()
-        conn.command(b"MPUB t", mpub_body([b"1", b"2", b"3"]))
-        [(kind, text)] = conn.frames()
-        self.assertTrue(text.startswith(b"E_MPUB_FAILED MPUB failed queue full"), text)
-        self.assertEqual(self.node.topics["t"].channels["c"].depth(), 0)
+        self.assertTrue(text.startswith(b"E_PUB_FAILED PUB failed failed to write message to backend"), text)
+        self.assertIn("No space left on device", self.node.health_error)
+        self.patch(DiskQueue, "put", real_put)
+        other = self.conn(4001)
+        other.command(b"PUB t", b"y")
+        self.assertOK(other)
+        self.assertIsNone(self.node.health_error)
+        self.assertEqual(self.node.topics["t"].depth(), 1)
 
 
 class IdentifyTests(Base):
@@ -361,6 +398,7 @@ class ConsumeTests(Base):
         conn = self.conn()
         conn.identify(output_buffer_timeout=-1)
         conn.subscribe(rdy=5)
+        self.clock.advance(0)
         frames = conn.frames()
         self.assertEqual(frames[:2], [(RESPONSE, b"OK"), (RESPONSE, b"OK")])
         self.assertEqual([(kind, data[26:], data[8:10]) for kind, data in frames[2:]],

@@ -64,7 +64,7 @@ FLAGS = [
     ("--broadcast-address=nsq.example", "broadcast_address", "nsq.example"),
     ("--broadcast-tcp-port=6150", "broadcast_tcp_port", 6150),
     ("--broadcast-http-port=6151", "broadcast_http_port", 6151),
-    ("--data-path=/var/lib/nsq", "data_path", "/var/lib/nsq"),
+    ("--data-path=" + tempfile.gettempdir(), "data_path", tempfile.gettempdir()),
     ("--mem-queue-size=0", "mem_queue_size", 0),
     ("--max-bytes-per-file=4096", "max_bytes_per_file", 4096),
     ("--sync-every=10", "sync_every", 10),
@@ -128,6 +128,10 @@ class FlagTests(ParseTestsMixin, unittest.TestCase):
         for flag, name, value in FLAGS:
             self.assertEqual(getattr(options, name), value, flag)
 
+    def test_missing_data_path_is_refused(self):
+        missing = os.path.join(make_tempdir(self), "nope")
+        self.assertStartupError(["--data-path=" + missing], "--data-path", "is not a directory")
+
     def test_separate_argument(self):
         self.assertEqual(parse("--msg-timeout", "250ms").msg_timeout, 0.25)
 
@@ -189,7 +193,7 @@ class ConfigFileTests(ParseTestsMixin, unittest.TestCase):
             'max_bytes_per_file = "4096"\n'
             'msg_timeout = "1m30s"\n'
             "sync_timeout = 1500\n"
-            'data_path = "/tmp/nsq"\n'
+            'data_path = "%s"\n' % tempfile.gettempdir()
         )
         options = parse("--config", path)
         self.assertEqual(options.tcp_address, "127.0.0.1:5150")
@@ -198,7 +202,7 @@ class ConfigFileTests(ParseTestsMixin, unittest.TestCase):
         self.assertEqual(options.mem_queue_size, 5)
         self.assertEqual(options.max_bytes_per_file, 4096)
         self.assertEqual(options.msg_timeout, 90.0)
-        self.assertEqual(options.data_path, "/tmp/nsq")
+        self.assertEqual(options.data_path, tempfile.gettempdir())
         self.assertEqual(options.http_address, GO_DEFAULTS["http_address"])
 
     def test_integer_duration_is_milliseconds(self):
@@ -344,7 +348,9 @@ class TwistdTests(unittest.TestCase):
         self.assertEqual(body, b"OK")
         client = socket.create_connection(("127.0.0.1", tcp_port), timeout=self.STOP_TIMEOUT)
         self.addCleanup(client.close)
-        client.sendall(b"  V2NOP\n")
+        # A published message answered OK: the server has accepted and is serving this client.
+        client.sendall(b"  V2PUB t\n\x00\x00\x00\x02hi")
+        self.assertEqual(client.recv(10), b"\x00\x00\x00\x06\x00\x00\x00\x00OK")
 
         proc.send_signal(signal.SIGTERM)
         try:
