@@ -42,13 +42,27 @@ def _message_id(value: bytes) -> bytes:
 
 def _text(value) -> str:
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")
+        return bytes(value).decode("utf-8", "surrogateescape")
     return str(value)
 
 
 def _quote(value: str) -> str:
     """Go's %q, close enough for names that failed validation."""
-    return json.dumps(value, ensure_ascii=False)
+    out = ['"']
+    for ch in value:
+        o = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0xDC80 <= o <= 0xDCFF:
+            out.append("\\x%02x" % (o - 0xDC00))
+        elif o < 0x20 or o == 0x7f:
+            out.append({7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v"}.get(o, "\\x%02x" % o))
+        elif not ch.isprintable():
+            out.append("\\u%04x" % o if o < 0x10000 else "\\U%08x" % o)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
 
 
 # IDENTIFY fields and the JSON type nsqd's struct decoding demands of each.
@@ -62,10 +76,14 @@ _IDENTIFY_FIELDS = {
 
 
 def _decode_identify(body: bytes) -> dict:
+    def no_constants(name):
+        raise ValueError(name)
     try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
+        data = json.loads(body.decode("utf-8", "replace"), parse_constant=no_constants)
+    except (ValueError, RecursionError):
+        data = False
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body")
     out = {}
@@ -74,7 +92,8 @@ def _decode_identify(body: bytes) -> dict:
         if value is None:
             continue
         if kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool) and -(1 << 31) <= value < (1 << 31)
+            bits = 31 if key == "sample_rate" else 63
+            ok = isinstance(value, int) and not isinstance(value, bool) and -(1 << bits) <= value < (1 << bits)
         else:
             ok = isinstance(value, kind)
         if not ok:
@@ -146,8 +165,8 @@ class ProtocolV2(ClientConnection):
                     self._run(self._reader, chunk)
                 else:
                     nl = buf.find(b"\n", pos)
-                    if nl < 0:
-                        if end - pos > self.MAX_LENGTH:
+                    if nl < 0 or nl - pos >= self.MAX_LENGTH:
+                        if end - pos >= self.MAX_LENGTH:
                             self._fail(FatalClientError("E_INVALID", "command line too long"))
                         break
                     line = buf[pos:nl]
@@ -192,8 +211,9 @@ class ProtocolV2(ClientConnection):
 
     def _fail(self, err: ClientError) -> None:
         """The one place where errors become frames."""
-        log.error("[{client}] - {err}", client=self.remote_address, err=err)
-        self.send_error(str(err).encode("utf-8", "replace"))
+        wire = str(err).encode("utf-8", "surrogateescape")
+        log.error("[{client}] - {err}", client=self.remote_address, err=wire.decode("utf-8", "replace"))
+        self.send_error(wire)
         if err.fatal:
             self._need = 0
             self.close()
@@ -403,7 +423,7 @@ class ProtocolV2(ClientConnection):
         except ValueError:
             raise FatalClientError("E_INVALID", "REQ could not parse timeout %s" % _text(params[2]))
         max_req = self.node.options.max_req_timeout
-        delay = min(timeout_ms / 1000.0, max_req)
+        delay = min(timeout_ms, int(max_req * 1000)) / 1000.0
         try:
             self.channel.requeue(self, msg_id, delay)
         except QueueError as err:

@@ -1,0 +1,306 @@
+"""End to end through the official Python client, pynsq, against a real listening embedded node.
+
+Why pynsq runs in a child process: pynsq lives on tornado's IOLoop and the node on Twisted's reactor,
+and both must turn at once. Sharing one asyncio loop (Twisted's asyncioreactor under tornado) would
+work only if the whole test run used that reactor: the reactor is process-global and installed before
+anything imports it, neither trial nor pytest can pick one per module, and this suite runs under both
+with the default reactor. A thread for tornado would share the process, its signal handlers and its
+asyncio state with trial's reactor. A child process shares nothing: the node stays in the test
+process on trial's reactor (so the test can look at its channels afterwards), the child runs pynsq
+on its own loop and reports every delivery as JSON on stdout, and the only waits are on real I/O --
+the child's exit and the server seeing its connections close -- each bounded (the child gives up at
+its own deadline and is killed if it overstays).
+
+The child is this same file run as a script (see the end of the module), so the client side reads as
+ordinary code next to the assertions it feeds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+
+from twisted.internet import defer
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+#: seconds the child works before giving up on its own, and before we kill it
+CHILD_DEADLINE = 15.0
+CHILD_KILL_AFTER = 25.0
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_bodies(prefix: str, count: int, seed: int):
+    """Distinct bodies of varied length, with bytes a line-based parser would trip on."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        tail = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+        out.append(b"%s-%04d|" % (prefix.encode(), i) + tail + b"\n\r\x00 V2")
+    return out
+
+
+class _Child(ProcessProtocol):
+    def __init__(self):
+        self.out = []
+        self.err = []
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self.out.append(data)
+
+    def errReceived(self, data):
+        self.err.append(data)
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
+
+
+def run_pynsq(spec: dict):
+    """Run the pynsq side in a child process; fire with its JSON report."""
+    from twisted.internet import reactor
+
+    child = _Child()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+    args = [sys.executable, os.path.abspath(__file__), json.dumps(spec)]
+    reactor.spawnProcess(child, sys.executable, args, env=env, path=_ROOT)
+    killer = reactor.callLater(CHILD_KILL_AFTER, child.transport.signalProcess, "KILL")
+
+    def ended(code):
+        if killer.active():
+            killer.cancel()
+        out = b"".join(child.out).decode("utf-8", "replace")
+        err = b"".join(child.err).decode("utf-8", "replace")
+        if code != 0:
+            raise AssertionError("pynsq child exited with %r\nstdout:\n%s\nstderr:\n%s" % (code, out, err))
+        return json.loads(out)
+
+    return child.ended.addCallback(ended)
+
+
+class PynsqTests(TestCase):
+    timeout = 30
+
+    def setUp(self):
+        from nsqtx.node import NSQD
+        from nsqtx.options import Options
+
+        self.tracebacks = []
+
+        def observe(event):
+            if "log_failure" in event:
+                self.tracebacks.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(self.assertNoTracebacks)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        # a data path of its own: the node persists its topics and unfinished messages there
+        data_path = os.path.abspath(self.mktemp())
+        os.makedirs(data_path)
+        self.node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", data_path=data_path))
+        self.node.startService()
+        self.addCleanup(self.node.stopService)
+
+    def assertNoTracebacks(self):
+        if self.tracebacks:
+            self.fail("the server logged tracebacks:\n" + "\n".join(
+                event["log_failure"].getTraceback() for event in self.tracebacks))
+
+    def all_clients_gone(self):
+        """Fires once the server has dropped every connection, so all their commands were handled."""
+        node = self.node
+        if not node.clients:
+            return defer.succeed(None)
+        done = defer.Deferred()
+        original = node.client_disconnected
+
+        def client_disconnected(client):
+            original(client)
+            if not node.clients and not done.called:
+                del node.client_disconnected
+                done.callback(None)
+
+        node.client_disconnected = client_disconnected
+        return done
+
+    @defer.inlineCallbacks
+    def exchange(self, topic, pub=(), mpub=(), readers=()):
+        """Publish with a pynsq Writer and consume with pynsq Readers; return the child's report once
+        the server has handled everything the child sent."""
+        spec = {
+            "address": "127.0.0.1:%d" % self.node.tcp_port,
+            "topic": topic,
+            "pub": [body.hex() for body in pub],
+            "mpub": [[body.hex() for body in batch] for batch in mpub],
+            "readers": [dict(r, requeue_first=[b.hex() for b in r.get("requeue_first", ())]) for r in readers],
+            "deadline": CHILD_DEADLINE,
+        }
+        report = yield run_pynsq(spec)
+        yield self.all_clients_gone()
+        self.assertEqual(report["published"], ["OK"] * (len(pub) + len(mpub)))
+        for deliveries in report["deliveries"].values():
+            for delivery in deliveries:
+                delivery[0] = bytes.fromhex(delivery[0])
+        return report
+
+    def assertChannelDrained(self, topic, channel, messages, requeues=0):
+        """Nothing left queued, deferred or in flight: no message can be delivered again."""
+        ch = self.node.topics[topic].channels[channel]
+        self.assertEqual((len(ch.memory), len(ch.in_flight), len(ch.deferred)), (0, 0, 0))
+        self.assertEqual((ch.message_count, ch.requeue_count, ch.timeout_count), (messages, requeues, 0))
+
+    def assertExactlyOnce(self, deliveries, bodies):
+        got = sorted(body for body, attempts, msg_id, finished in deliveries)
+        self.assertEqual(got, sorted(bodies))
+        self.assertEqual({attempts for _, attempts, _, _ in deliveries}, {1})
+        self.assertEqual(len({msg_id for _, _, msg_id, _ in deliveries}), len(bodies))
+
+    @defer.inlineCallbacks
+    def test_pub_and_mpub_are_each_delivered_exactly_once(self):
+        singles = make_bodies("pub", 40, 1)
+        batches = [make_bodies("mpub%d" % i, size, 10 + i) for i, size in enumerate((1, 25, 60))]
+        report = yield self.exchange(
+            "e2e", pub=singles, mpub=batches, readers=[{"name": "r", "channel": "c", "max_in_flight": 16}])
+        self.assertExactlyOnce(report["deliveries"]["r"], singles + [b for batch in batches for b in batch])
+        self.assertChannelDrained("e2e", "c", 126)
+
+    @defer.inlineCallbacks
+    def test_handler_returning_false_requeues_and_redelivers_with_attempts_incremented(self):
+        bodies = make_bodies("req", 30, 2)
+        failing = bodies[::3]
+        report = yield self.exchange(
+            "e2e_req", mpub=[bodies],
+            readers=[{"name": "r", "channel": "c", "max_in_flight": 8, "requeue_first": failing}])
+        deliveries = report["deliveries"]["r"]
+        by_body = {}
+        for body, attempts, msg_id, finished in deliveries:
+            by_body.setdefault(body, []).append((attempts, msg_id, finished))
+        self.assertEqual(sorted(by_body), sorted(bodies))
+        for body in bodies:
+            history = by_body[body]
+            if body in failing:
+                first_id = history[0][1]
+                self.assertEqual(history, [(1, first_id, False), (2, first_id, True)])
+            else:
+                self.assertEqual([(a, f) for a, _, f in history], [(1, True)])
+        self.assertChannelDrained("e2e_req", "c", 30, requeues=len(failing))
+
+    @defer.inlineCallbacks
+    def test_readers_on_one_channel_split_messages_and_another_channel_gets_them_all(self):
+        bodies = make_bodies("split", 200, 3)
+        report = yield self.exchange("e2e_split", pub=bodies[:50], mpub=[bodies[50:120], bodies[120:]], readers=[
+            {"name": "a", "channel": "shared", "max_in_flight": 4},
+            {"name": "b", "channel": "shared", "max_in_flight": 4},
+            {"name": "other", "channel": "other", "max_in_flight": 10},
+        ])
+        a, b = report["deliveries"]["a"], report["deliveries"]["b"]
+        self.assertTrue(a and b, "one reader on the shared channel got nothing: %d + %d" % (len(a), len(b)))
+        self.assertExactlyOnce(a + b, bodies)
+        self.assertExactlyOnce(report["deliveries"]["other"], bodies)
+        self.assertChannelDrained("e2e_split", "shared", 200)
+        self.assertChannelDrained("e2e_split", "other", 200)
+
+
+# -- the child: pynsq on tornado's IOLoop
+
+
+def _child_main(spec: dict) -> int:
+    import logging
+
+    import nsq
+    from tornado.ioloop import IOLoop
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    loop = IOLoop.current()
+    address, topic = spec["address"], spec["topic"]
+    every = set(bytes.fromhex(h) for h in spec["pub"]) | set(
+        bytes.fromhex(h) for batch in spec["mpub"] for h in batch)
+    report = {"published": [], "deliveries": {}}
+    channels = {}
+    subscribed = []
+    readers = []
+    state = {"done": False, "writer_ready": False}
+
+    def maybe_publish():
+        if state["writer_ready"] and len(subscribed) == len(spec["readers"]):
+            for h in spec["pub"]:
+                writer.pub(topic, bytes.fromhex(h), callback=published)
+            for batch in spec["mpub"]:
+                writer.mpub(topic, [bytes.fromhex(h) for h in batch], callback=published)
+
+    def published(conn, data):
+        report["published"].append("OK" if data == b"OK" else repr(data))
+        maybe_finish()
+
+    def maybe_finish():
+        if state["done"] or len(report["published"]) < len(spec["pub"]) + len(spec["mpub"]):
+            return
+        if all(finished == every for finished in channels.values()):
+            state["done"] = True
+            # let the handler return (so pynsq sends its FIN) before flushing and closing
+            loop.add_callback(shut_down)
+
+    async def shut_down():
+        conns = list(writer.conns.values()) + [c for r in readers for c in r.conns.values()]
+        for conn in conns:
+            await conn.stream.write(b"")
+        for conn in conns:
+            conn.close()
+        loop.stop()
+
+    class Writer(nsq.Writer):
+        def _on_connection_ready(self, conn, **kwargs):
+            super()._on_connection_ready(conn, **kwargs)
+            state["writer_ready"] = True
+            maybe_publish()
+
+    class Reader(nsq.Reader):
+        def _on_connection_ready(self, conn, **kwargs):
+            def on_response(conn, data, **kwargs):
+                if data == b"OK" and conn not in subscribed:
+                    subscribed.append(conn)
+                    maybe_publish()
+
+            conn.on("response", on_response)
+            super()._on_connection_ready(conn, **kwargs)
+
+    def make_handler(name, channel, requeue_first):
+        deliveries = report["deliveries"][name] = []
+        finished = channels.setdefault(channel, set())
+
+        def handler(message):
+            body = bytes(message.body)
+            ok = not (body in requeue_first and message.attempts == 1)
+            deliveries.append([body.hex(), message.attempts, message.id.decode("ascii"), ok])
+            if ok:
+                finished.add(body)
+                maybe_finish()
+            return ok
+
+        return handler
+
+    writer = Writer([address])
+    for r in spec["readers"]:
+        readers.append(Reader(
+            topic, r["channel"], name=r["name"], nsqd_tcp_addresses=[address], max_in_flight=r["max_in_flight"],
+            message_handler=make_handler(r["name"], r["channel"], set(bytes.fromhex(h) for h in r["requeue_first"])),
+            max_backoff_duration=0.5, requeue_delay=0))
+
+    def give_up():
+        sys.stderr.write("pynsq child: deadline passed; report so far: %s\n" % json.dumps(report))
+        loop.stop()
+
+    loop.call_later(spec["deadline"], give_up)
+    loop.start()
+    if not state["done"]:
+        return 1
+    sys.stdout.write(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(json.loads(sys.argv[1])))
