@@ -16,6 +16,7 @@ import os
 import re
 import struct
 
+from nsqtx.files import replace_file
 from nsqtx.log import NSQLogger
 
 log = NSQLogger()
@@ -394,17 +395,8 @@ class DiskQueue:
             self._persist_meta()
 
     def _persist_meta(self) -> None:
-        path = self.meta_file_name()
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        data = b"%d\n%d,%d\n%d,%d\n" % (self.depth, self.read_file_num, self.read_pos,
-                                        self.write_file_num, self.write_pos)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        replace_file(self.meta_file_name(), b"%d\n%d,%d\n%d,%d\n" % (
+            self.depth, self.read_file_num, self.read_pos, self.write_file_num, self.write_pos))
         self._dirty = False
 
     # -- lifecycle

@@ -27,7 +27,7 @@ from nsqtx.log import NSQLogger, set_log_level
 from nsqtx.message import Message
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name
 from nsqtx.options import LOG_LEVELS
-from nsqtx.protocol_v2 import decode_mpub
+from nsqtx.mpub import decode_mpub
 from nsqtx.version import NSQD_VERSION
 
 log = NSQLogger()
@@ -249,30 +249,6 @@ def _int64(text: str):
     return value
 
 
-def _mpub_length(body: bytes, max_messages: int) -> int:
-    """How much of a binary /mpub body its count and sizes cover. Go reads the messages off the body
-    stream and ignores what follows them, while decode_mpub (shared with TCP, where the body length
-    is declared) refuses trailing bytes; anything malformed covers the whole body, so decode_mpub
-    reports it."""
-    end = len(body)
-    if end < 4:
-        return end
-    count = int.from_bytes(body[:4], "big", signed=True)
-    if not 0 < count <= max_messages:
-        return end
-    pos = 4
-    for _ in range(count):
-        if pos + 4 > end:
-            return end
-        size = int.from_bytes(body[pos:pos + 4], "big", signed=True)
-        if size <= 0:
-            return end
-        pos += 4 + size
-        if pos > end:
-            return end
-    return pos
-
-
 # -- the API
 
 
@@ -387,9 +363,8 @@ class HTTPAPI:
             if len(body) > max_body:
                 # Go would read on (bounded by count x --max-msg-size); we never hold more than this
                 raise HTTPError(413, "BODY_TOO_BIG")
-            body = body[:_mpub_length(body, (max_body - 4) // 5)]
             try:
-                messages = decode_mpub(body, node, options.max_msg_size, max_body)
+                messages = decode_mpub(body, node, options.max_msg_size, max_body, trailing_ok=True)
             except FatalClientError as err:
                 raise HTTPError(413, err.code[2:])
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from nsqtx.files import replace_file
 from nsqtx.version import NSQD_VERSION
 
 FILE_NAME = "nsqd.dat"
@@ -34,16 +35,7 @@ def snapshot(topics) -> dict:
 
 def write(data_path: str, metadata: dict) -> None:
     """Replace the file atomically: a reader sees the old or the new content, never a mix."""
-    path = metadata_path(data_path)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    data = json.dumps(metadata, separators=(",", ":")).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    replace_file(metadata_path(data_path), json.dumps(metadata, separators=(",", ":")).encode())
     _fsync_dir(data_path)
 
 

@@ -7,17 +7,18 @@ that many body bytes. Every ClientError raised by a command becomes an error fra
 """
 from __future__ import annotations
 
-import json
 import struct
 
 from twisted.internet.protocol import Factory
 
 from nsqtx.client import STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientConnection
 from nsqtx.errors import ClientError, FatalClientError, QueueError
+from nsqtx.goformat import base10, quote, text
+from nsqtx.identify import decode_identify, feature_reply, negotiate
 from nsqtx.log import NSQLogger, debug_enabled
 from nsqtx.message import ID_LENGTH, Message
+from nsqtx.mpub import decode_mpub
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name
-from nsqtx.version import NSQD_VERSION
 
 log = NSQLogger()
 
@@ -27,79 +28,26 @@ _INT32 = struct.Struct(">l")
 _unpack_int32 = _INT32.unpack_from
 
 
-def _base10(value: bytes) -> int:
-    """nsqd's ByteToBase10: ASCII digits only (no sign); the empty string is 0."""
-    if value and not value.isdigit():
-        raise ValueError(value)
-    return int(value) if value else 0
+def _size_check(command: str, limit: int, message: bool = False):
+    """The check of a declared body size, with nsqd's code and wording for each command."""
+    if message:
+        code, invalid, big = "E_BAD_MESSAGE", "invalid message body size", "message too big"
+    else:
+        code, invalid, big = "E_BAD_BODY", "invalid body size", "body too big"
+
+    def check(size):
+        if size <= 0:
+            raise FatalClientError(code, "%s %s %d" % (command, invalid, size))
+        if size > limit:
+            raise FatalClientError(code, "%s %s %d > %d" % (command, big, size, limit))
+
+    return check
 
 
 def _message_id(value: bytes) -> bytes:
     if len(value) != ID_LENGTH:
         raise FatalClientError("E_INVALID", "invalid message ID")
     return value
-
-
-def _text(value) -> str:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "surrogateescape")
-    return str(value)
-
-
-def _quote(value: str) -> str:
-    """Go's %q, close enough for names that failed validation."""
-    out = ['"']
-    for ch in value:
-        o = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif 0xDC80 <= o <= 0xDCFF:
-            out.append("\\x%02x" % (o - 0xDC00))
-        elif o < 0x20 or o == 0x7f:
-            out.append({7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v"}.get(o, "\\x%02x" % o))
-        elif not ch.isprintable():
-            out.append("\\u%04x" % o if o < 0x10000 else "\\U%08x" % o)
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-# IDENTIFY fields and the JSON type nsqd's struct decoding demands of each.
-_IDENTIFY_FIELDS = {
-    "client_id": str, "hostname": str, "user_agent": str,
-    "heartbeat_interval": int, "output_buffer_size": int, "output_buffer_timeout": int,
-    "msg_timeout": int, "sample_rate": int, "deflate_level": int,
-    "feature_negotiation": bool, "tls_v1": bool, "deflate": bool, "snappy": bool,
-    "topology_region": str, "topology_zone": str,
-}
-
-
-def _decode_identify(body: bytes) -> dict:
-    def no_constants(name):
-        raise ValueError(name)
-    try:
-        data = json.loads(body.decode("utf-8", "replace"), parse_constant=no_constants)
-    except (ValueError, RecursionError):
-        data = False
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body")
-    out = {}
-    for key, kind in _IDENTIFY_FIELDS.items():
-        value = data.get(key)
-        if value is None:
-            continue
-        if kind is int:
-            bits = 31 if key == "sample_rate" else 63
-            ok = isinstance(value, int) and not isinstance(value, bool) and -(1 << bits) <= value < (1 << bits)
-        else:
-            ok = isinstance(value, kind)
-        if not ok:
-            raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body")
-        out[key] = value
-    return out
 
 
 class ProtocolV2(ClientConnection):
@@ -196,7 +144,7 @@ class ProtocolV2(ClientConnection):
             log.debug("PROTOCOL(V2): [{client}] {params}", client=self.remote_address, params=params)
         command = self._commands.get(params[0])
         if command is None:
-            self._fail(FatalClientError("E_INVALID", "invalid command %s" % _text(params[0])))
+            self._fail(FatalClientError("E_INVALID", "invalid command %s" % text(params[0])))
             return
         self._run(command, params)
 
@@ -236,119 +184,35 @@ class ProtocolV2(ClientConnection):
     def IDENTIFY(self, params) -> None:
         if self.state != STATE_INIT:
             raise FatalClientError("E_INVALID", "cannot IDENTIFY in current state")
-        max_body = self.node.options.max_body_size
-
-        def check(size):
-            if size > max_body:
-                raise FatalClientError("E_BAD_BODY", "IDENTIFY body too big %d > %d" % (size, max_body))
-            if size <= 0:
-                raise FatalClientError("E_BAD_BODY", "IDENTIFY invalid body size %d" % size)
-
-        self._read_body(check, self._identify_body)
+        self._read_body(_size_check("IDENTIFY", self.node.options.max_body_size), self._identify_body)
 
     def _identify_body(self, body) -> None:
-        data = _decode_identify(bytes(body))
-        options = self.node.options
-        try:
-            self._apply_identify(data, options)
-        except ValueError as err:
-            raise FatalClientError("E_BAD_BODY", "IDENTIFY %s" % err)
-        log.info("[{client}] IDENTIFY: {data}", client=self.remote_address, data=data)
-        if not data.get("feature_negotiation"):
-            self.send_response(OK)
-            return
-        # TLS, snappy, deflate and sampling are not implemented yet: they are reported off, never
-        # faked, so a client that asked for them carries on as with an nsqd that has them disabled.
-        self.send_response(json.dumps({
-            "max_rdy_count": options.max_rdy_count,
-            "version": NSQD_VERSION,
-            "max_msg_timeout": int(options.max_msg_timeout * 1000),
-            "msg_timeout": int(self.msg_timeout * 1000),
-            "tls_v1": False,
-            "deflate": False,
-            "deflate_level": min(6, options.max_deflate_level),
-            "max_deflate_level": options.max_deflate_level,
-            "snappy": False,
-            "sample_rate": 0,
-            "auth_required": False,
-            "output_buffer_size": self.output_buffer_size,
-            "output_buffer_timeout": int(self.output_buffer_timeout * 1000),
-            "topology_region": "",
-            "topology_zone": "",
-        }, separators=(",", ":")).encode())
-
-    def _apply_identify(self, data: dict, options) -> None:
-        """nsqd's bounds: 0 keeps the default, -1 disables where nsqd allows it."""
+        data = decode_identify(bytes(body))
         self.client_id = data.get("client_id", "")
         self.hostname = data.get("hostname", "")
         self.user_agent = data.get("user_agent", "")
-
-        heartbeat = data.get("heartbeat_interval", 0)
-        if heartbeat == -1:
-            heartbeat_interval = 0.0
-        elif heartbeat == 0:
-            heartbeat_interval = self.heartbeat_interval
-        elif 1000 <= heartbeat <= options.max_heartbeat_interval * 1000:
-            heartbeat_interval = heartbeat / 1000.0
-        else:
-            raise ValueError("heartbeat interval (%d) is invalid" % heartbeat)
-
-        timeout = data.get("output_buffer_timeout", 0)
-        output_buffer_timeout = self.output_buffer_timeout
-        if timeout == -1:
-            output_buffer_timeout = 0.0
-        elif timeout == 0:
-            pass
-        elif options.min_output_buffer_timeout * 1000 <= timeout <= options.max_output_buffer_timeout * 1000:
-            output_buffer_timeout = timeout / 1000.0
-        else:
-            raise ValueError("output buffer timeout (%d) is invalid" % timeout)
-
-        size = data.get("output_buffer_size", 0)
-        output_buffer_size = self.output_buffer_size
-        if size == -1:
-            output_buffer_size = 1
-            output_buffer_timeout = 0.0
-        elif size == 0:
-            pass
-        elif 64 <= size <= options.max_output_buffer_size:
-            output_buffer_size = size
-        else:
-            raise ValueError("output buffer size (%d) is invalid" % size)
-
-        sample_rate = data.get("sample_rate", 0)
-        if not 0 <= sample_rate <= 99:
-            raise ValueError("sample rate (%d) is invalid" % sample_rate)
-
-        msg_timeout = data.get("msg_timeout", 0)
-        if msg_timeout == 0:
-            msg_timeout_s = self.msg_timeout
-        elif 1000 <= msg_timeout <= options.max_msg_timeout * 1000:
-            msg_timeout_s = msg_timeout / 1000.0
-        else:
-            raise ValueError("msg timeout (%d) is invalid" % msg_timeout)
-
-        self.output_buffer_size = output_buffer_size
-        self.output_buffer_timeout = output_buffer_timeout
-        self.msg_timeout = msg_timeout_s
+        current = (self.heartbeat_interval, self.output_buffer_size, self.output_buffer_timeout, self.msg_timeout)
+        try:
+            settings = negotiate(data, current, self.node.options)
+        except ValueError as err:
+            raise FatalClientError("E_BAD_BODY", "IDENTIFY %s" % err)
+        heartbeat_interval, self.output_buffer_size, self.output_buffer_timeout, self.msg_timeout = settings
         if heartbeat_interval != self.heartbeat_interval:
             self.heartbeat_interval = heartbeat_interval
             self._start_heartbeats()
+        log.info("[{client}] IDENTIFY: {data}", client=self.remote_address, data=data)
+        if data.get("feature_negotiation"):
+            self.send_response(feature_reply(self.node.options, self.msg_timeout, self.output_buffer_size,
+                                             self.output_buffer_timeout))
+        else:
+            self.send_response(OK)
 
     def AUTH(self, params) -> None:
         if self.state != STATE_INIT:
             raise FatalClientError("E_INVALID", "cannot AUTH in current state")
         if len(params) != 1:
             raise FatalClientError("E_INVALID", "AUTH invalid number of parameters")
-        max_body = self.node.options.max_body_size
-
-        def check(size):
-            if size > max_body:
-                raise FatalClientError("E_BAD_BODY", "AUTH body too big %d > %d" % (size, max_body))
-            if size <= 0:
-                raise FatalClientError("E_BAD_BODY", "AUTH invalid body size %d" % size)
-
-        self._read_body(check, self._auth_body)
+        self._read_body(_size_check("AUTH", self.node.options.max_body_size), self._auth_body)
 
     def _auth_body(self, body) -> None:
         raise FatalClientError("E_AUTH_DISABLED", "AUTH disabled")
@@ -362,12 +226,12 @@ class ProtocolV2(ClientConnection):
             raise FatalClientError("E_INVALID", "cannot SUB with heartbeats disabled")
         if len(params) < 3:
             raise FatalClientError("E_INVALID", "SUB insufficient number of parameters")
-        topic_name = _text(params[1])
+        topic_name = text(params[1])
         if not is_valid_topic_name(topic_name):
-            raise FatalClientError("E_BAD_TOPIC", "SUB topic name %s is not valid" % _quote(topic_name))
-        channel_name = _text(params[2])
+            raise FatalClientError("E_BAD_TOPIC", "SUB topic name %s is not valid" % quote(topic_name))
+        channel_name = text(params[2])
         if not is_valid_channel_name(channel_name):
-            raise FatalClientError("E_BAD_CHANNEL", "SUB channel name %s is not valid" % _quote(channel_name))
+            raise FatalClientError("E_BAD_CHANNEL", "SUB channel name %s is not valid" % quote(channel_name))
         try:
             channel = self.node.get_topic(topic_name).get_channel(channel_name)
             channel.add_client(self)
@@ -388,9 +252,9 @@ class ProtocolV2(ClientConnection):
         count = 1
         if len(params) > 1:
             try:
-                count = _base10(params[1])
+                count = base10(params[1])
             except ValueError:
-                raise FatalClientError("E_INVALID", "RDY could not parse count %s" % _text(params[1]))
+                raise FatalClientError("E_INVALID", "RDY could not parse count %s" % text(params[1]))
         max_rdy = self.node.options.max_rdy_count
         if count > max_rdy:
             raise FatalClientError("E_INVALID", "RDY count %d out of range 0-%d" % (count, max_rdy))
@@ -409,7 +273,7 @@ class ProtocolV2(ClientConnection):
         try:
             self.channel.finish(self, msg_id)
         except QueueError as err:
-            raise ClientError("E_FIN_FAILED", "FIN %s failed %s" % (_text(msg_id), err))
+            raise ClientError("E_FIN_FAILED", "FIN %s failed %s" % (text(msg_id), err))
         self._pump_pending = True
 
     def REQ(self, params) -> None:
@@ -419,15 +283,15 @@ class ProtocolV2(ClientConnection):
             raise FatalClientError("E_INVALID", "REQ insufficient number of params")
         msg_id = _message_id(params[1])
         try:
-            timeout_ms = _base10(params[2])
+            timeout_ms = base10(params[2])
         except ValueError:
-            raise FatalClientError("E_INVALID", "REQ could not parse timeout %s" % _text(params[2]))
+            raise FatalClientError("E_INVALID", "REQ could not parse timeout %s" % text(params[2]))
         max_req = self.node.options.max_req_timeout
         delay = min(timeout_ms, int(max_req * 1000)) / 1000.0
         try:
             self.channel.requeue(self, msg_id, delay)
         except QueueError as err:
-            raise ClientError("E_REQ_FAILED", "REQ %s failed %s" % (_text(msg_id), err))
+            raise ClientError("E_REQ_FAILED", "REQ %s failed %s" % (text(msg_id), err))
         self._pump_pending = True
 
     def TOUCH(self, params) -> None:
@@ -439,7 +303,7 @@ class ProtocolV2(ClientConnection):
         try:
             self.channel.touch(self, msg_id)
         except QueueError as err:
-            raise ClientError("E_TOUCH_FAILED", "TOUCH %s failed %s" % (_text(msg_id), err))
+            raise ClientError("E_TOUCH_FAILED", "TOUCH %s failed %s" % (text(msg_id), err))
 
     def CLS(self, params) -> None:
         if self.state != STATE_SUBSCRIBED:
@@ -456,22 +320,11 @@ class ProtocolV2(ClientConnection):
     def _publish_topic(self, params, command: str, min_params: int):
         if len(params) < min_params:
             raise FatalClientError("E_INVALID", "%s insufficient number of parameters" % command)
-        name = _text(params[1])
+        name = text(params[1])
         if not is_valid_topic_name(name):
             prefix = "E_BAD_TOPIC " if command == "MPUB" else ""
-            raise FatalClientError("E_BAD_TOPIC", "%s%s topic name %s is not valid" % (prefix, command, _quote(name)))
+            raise FatalClientError("E_BAD_TOPIC", "%s%s topic name %s is not valid" % (prefix, command, quote(name)))
         return name
-
-    def _message_size_check(self, command: str):
-        max_size = self.node.options.max_msg_size
-
-        def check(size):
-            if size <= 0:
-                raise FatalClientError("E_BAD_MESSAGE", "%s invalid message body size %d" % (command, size))
-            if size > max_size:
-                raise FatalClientError("E_BAD_MESSAGE", "%s message too big %d > %d" % (command, size, max_size))
-
-        return check
 
     def _put(self, topic_name: str, messages, error_code: str, command: str) -> None:
         try:
@@ -483,7 +336,7 @@ class ProtocolV2(ClientConnection):
 
     def PUB(self, params) -> None:
         name = self._publish_topic(params, "PUB", 2)
-        self._read_body(self._message_size_check("PUB"), self._pub_body, name)
+        self._read_body(_size_check("PUB", self.node.options.max_msg_size, message=True), self._pub_body, name)
 
     def _pub_body(self, body) -> None:
         node = self.node
@@ -493,13 +346,14 @@ class ProtocolV2(ClientConnection):
     def DPUB(self, params) -> None:
         name = self._publish_topic(params, "DPUB", 3)
         try:
-            timeout_ms = _base10(params[2])
+            timeout_ms = base10(params[2])
         except ValueError:
-            raise FatalClientError("E_INVALID", "DPUB could not parse timeout %s" % _text(params[2]))
+            raise FatalClientError("E_INVALID", "DPUB could not parse timeout %s" % text(params[2]))
         max_req = self.node.options.max_req_timeout
         if timeout_ms > max_req * 1000:
             raise FatalClientError("E_INVALID", "DPUB timeout %d out of range 0-%d" % (timeout_ms, max_req * 1000))
-        self._read_body(self._message_size_check("DPUB"), self._dpub_body, (name, timeout_ms / 1000.0))
+        self._read_body(_size_check("DPUB", self.node.options.max_msg_size, message=True), self._dpub_body,
+                        (name, timeout_ms / 1000.0))
 
     def _dpub_body(self, body) -> None:
         name, delay = self._body_context
@@ -509,52 +363,11 @@ class ProtocolV2(ClientConnection):
 
     def MPUB(self, params) -> None:
         name = self._publish_topic(params, "MPUB", 2)
-        max_body = self.node.options.max_body_size
-
-        def check(size):
-            if size <= 0:
-                raise FatalClientError("E_BAD_BODY", "MPUB invalid body size %d" % size)
-            if size > max_body:
-                raise FatalClientError("E_BAD_BODY", "MPUB body too big %d > %d" % (size, max_body))
-
-        self._read_body(check, self._mpub_body, name)
+        self._read_body(_size_check("MPUB", self.node.options.max_body_size), self._mpub_body, name)
 
     def _mpub_body(self, body) -> None:
         messages = decode_mpub(body, self.node, self.node.options.max_msg_size, self.node.options.max_body_size)
         self._put(self._body_context, messages, "E_MPUB_FAILED", "MPUB")
-
-
-def decode_mpub(body, node, max_msg_size: int, max_body_size: int):
-    """Split an MPUB body (count, then size-prefixed messages) into new messages, all or nothing.
-
-    Shared with HTTP's /mpub?binary=true, which reports the same codes."""
-    end = len(body)
-    if end < 4:
-        raise FatalClientError("E_BAD_BODY", "MPUB failed to read message count")
-    count = _unpack_int32(body, 0)[0]
-    if count <= 0 or count > (max_body_size - 4) // 5:
-        raise FatalClientError("E_BAD_BODY", "MPUB invalid message count %d" % count)
-    next_id = node.guid.next_id
-    timestamp = node.now_ns()
-    messages = []
-    append = messages.append
-    pos = 4
-    for i in range(count):
-        if pos + 4 > end:
-            raise FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message(%d) body size" % i)
-        size = _unpack_int32(body, pos)[0]
-        pos += 4
-        if size <= 0:
-            raise FatalClientError("E_BAD_MESSAGE", "MPUB invalid message(%d) body size %d" % (i, size))
-        if size > max_msg_size:
-            raise FatalClientError("E_BAD_MESSAGE", "MPUB message too big %d > %d" % (size, max_msg_size))
-        if pos + size > end:
-            raise FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message body")
-        append(Message(next_id(), bytes(body[pos:pos + size]), timestamp))
-        pos += size
-    if pos != end:
-        raise FatalClientError("E_BAD_BODY", "MPUB body has %d bytes after the last message" % (end - pos))
-    return messages
 
 
 class V2Factory(Factory):
@@ -571,6 +384,3 @@ class V2Factory(Factory):
         proto = ProtocolV2(self.node, self._count)
         proto.factory = self
         return proto
-
-
-__all__ = ["ProtocolV2", "V2Factory", "decode_mpub", "STATE_INIT", "STATE_SUBSCRIBED", "STATE_CLOSING"]

@@ -1,0 +1,17 @@
+"""Replacing a small file atomically, as nsqd does for nsqd.dat and go-diskqueue for its meta file."""
+from __future__ import annotations
+
+import os
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Write `data` to a temp file, fsync it and rename it over `path`: a reader or a crash sees the
+    old content or the new, never a mix."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,44 @@
+"""MPUB bodies: a 4-byte message count, then size-prefixed messages (TCP MPUB and HTTP binary /mpub)."""
+from __future__ import annotations
+
+import struct
+
+from nsqtx.errors import FatalClientError
+from nsqtx.message import Message
+
+_unpack_int32 = struct.Struct(">l").unpack_from
+
+
+def decode_mpub(body, node, max_msg_size: int, max_body_size: int, trailing_ok: bool = False):
+    """Split an MPUB body (count, then size-prefixed messages) into new messages, all or nothing.
+
+    Over TCP the body's length is declared, so bytes after the last message are an error; HTTP's
+    /mpub?binary=true passes `trailing_ok`, since Go reads the messages off the request stream and
+    ignores what follows them."""
+    end = len(body)
+    if end < 4:
+        raise FatalClientError("E_BAD_BODY", "MPUB failed to read message count")
+    count = _unpack_int32(body, 0)[0]
+    if count <= 0 or count > (max_body_size - 4) // 5:
+        raise FatalClientError("E_BAD_BODY", "MPUB invalid message count %d" % count)
+    next_id = node.guid.next_id
+    timestamp = node.now_ns()
+    messages = []
+    append = messages.append
+    pos = 4
+    for i in range(count):
+        if pos + 4 > end:
+            raise FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message(%d) body size" % i)
+        size = _unpack_int32(body, pos)[0]
+        pos += 4
+        if size <= 0:
+            raise FatalClientError("E_BAD_MESSAGE", "MPUB invalid message(%d) body size %d" % (i, size))
+        if size > max_msg_size:
+            raise FatalClientError("E_BAD_MESSAGE", "MPUB message too big %d > %d" % (size, max_msg_size))
+        if pos + size > end:
+            raise FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message body")
+        append(Message(next_id(), bytes(body[pos:pos + size]), timestamp))
+        pos += size
+    if pos != end and not trailing_ok:
+        raise FatalClientError("E_BAD_BODY", "MPUB body has %d bytes after the last message" % (end - pos))
+    return messages
