@@ -80,6 +80,8 @@ def topic_stats(topic, channels: list) -> dict:
         "message_count": topic.message_count,
         "message_bytes": topic.message_bytes,
         "paused": topic.paused,
+        # not in Go's stats: messages an ephemeral topic dropped because its memory queue was full
+        "dropped_count": topic.dropped_count,
         "e2e_processing_latency": _no_latency(),
     }
 
@@ -95,6 +97,8 @@ def channel_stats(channel, clients) -> dict:
         "message_count": channel.message_count,
         "requeue_count": channel.requeue_count,
         "timeout_count": channel.timeout_count,
+        # not in Go's stats: messages an ephemeral channel dropped because its memory queue was full
+        "dropped_count": channel.dropped_count,
         "client_count": len(channel.clients),
         "clients": clients,
         "paused": channel.paused,

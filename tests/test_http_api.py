@@ -330,6 +330,16 @@ class PubTests(APITestCase):
 class PubQueueFullTests(APITestCase):
     options = dict(mem_queue_size=1)
 
+    def test_ephemeral_drops_beyond_memory_are_counted(self):
+        self.node.get_topic("e#ephemeral").get_channel("c#ephemeral")
+        self.assertOK(self.post("/mpub?topic=e%23ephemeral", b"1\n2\n3"))
+        [topic] = self.stats()["topics"]
+        self.assertEqual((topic["channels"][0]["depth"], topic["channels"][0]["dropped_count"]), (1, 2))
+        self.node.get_topic("held#ephemeral")
+        self.assertOK(self.post("/mpub?topic=held%23ephemeral", b"1\n2"))
+        held = [t for t in self.stats()["topics"] if t["topic_name"] == "held#ephemeral"][0]
+        self.assertEqual((held["depth"], held["backend_depth"], held["dropped_count"]), (1, 0, 1))
+
     def fail_disk_writes(self):
         def disk_full(queue, records):
             raise OSError(28, "No space left on device")
@@ -618,15 +628,15 @@ class StatsJSONTests(APITestCase):
         no_latency = {"count": 0, "percentiles": None}
         self.assertEqual(alpha, {
             "topic_name": "alpha", "channels": [], "depth": 2, "backend_depth": 0, "message_count": 2,
-            "message_bytes": 3, "paused": False, "e2e_processing_latency": no_latency})
+            "message_bytes": 3, "paused": False, "dropped_count": 0, "e2e_processing_latency": no_latency})
         self.assertEqual(list(beta), ["topic_name", "channels", "depth", "backend_depth", "message_count",
-                                      "message_bytes", "paused", "e2e_processing_latency"])
+                                      "message_bytes", "paused", "dropped_count", "e2e_processing_latency"])
         self.assertEqual((beta["depth"], beta["message_count"], beta["message_bytes"]), (0, 2, 10))
         aa, ch = beta["channels"]
         self.assertEqual(aa, {
             "channel_name": "aa", "depth": 1, "backend_depth": 0, "in_flight_count": 0, "deferred_count": 0,
-            "message_count": 1, "requeue_count": 0, "timeout_count": 0, "client_count": 0, "clients": [],
-            "paused": False, "e2e_processing_latency": no_latency})
+            "message_count": 1, "requeue_count": 0, "timeout_count": 0, "dropped_count": 0, "client_count": 0,
+            "clients": [], "paused": False, "e2e_processing_latency": no_latency})
         self.assertEqual(list(ch), list(aa))
         self.assertEqual((ch["depth"], ch["in_flight_count"], ch["deferred_count"], ch["client_count"],
                           ch["message_count"]), (0, 1, 1, 1, 2))
