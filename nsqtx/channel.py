@@ -3,10 +3,10 @@
 Delivery is a pump run in the caller's stack (publish, RDY, FIN/REQ, scan, unpause): nothing waits on
 a per-message timer or Deferred. Expiry is a periodic scan of two heaps (see :meth:`Channel.scan`).
 
-Ready messages live in memory up to --mem-queue-size, then in the channel's disk queue (none for
-ephemeral channels, which drop the excess). Once anything is on disk, new messages queue behind it
-there too, so a backlog comes back in publish order; the pump reads from disk only as many messages
-as subscribers can take at that moment.
+Ready messages (encoded bytes, see :mod:`nsqtx.message`) live in memory up to --mem-queue-size, then
+in the channel's disk queue (none for ephemeral channels, which drop the excess). Once anything is on
+disk, new messages queue behind it there too, so a backlog comes back in publish order; the pump
+reads from disk only as many messages as subscribers can take at that moment.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from heapq import heapify, heappop, heappush
 
 from nsqtx.errors import QueueError
 from nsqtx.log import NSQLogger
-from nsqtx.message import decode_message
+from nsqtx.message import MIN_ENCODED_LENGTH, Message
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
@@ -43,10 +43,11 @@ class Channel:
         self._next_client = 0
         self.paused = False
         self.exiting = False
+        #: message ID -> Message, for deliveries awaiting FIN/REQ/TOUCH or their timeout
         self.in_flight = {}
         self._in_flight_heap = []
-        self.deferred = {}
-        self._deferred_heap = []
+        #: heap of (ready time, sequence, encoded message)
+        self.deferred = []
         self._seq = 0
         self.message_count = 0
         self.requeue_count = 0
@@ -67,37 +68,37 @@ class Channel:
     # -- putting messages in
 
     def put(self, messages) -> None:
-        """Queue new messages: memory first, then disk; raises QueueError if the disk refuses them."""
+        """Queue new encoded messages: memory first, then disk; QueueError if the disk refuses them."""
         if self.exiting:
             raise QueueError("exiting")
         self.message_count += len(messages)
-        now = None
         memory = self.memory
-        limit = self.options.mem_queue_size
         backend = self.backend
-        spill = None
-        for msg in messages:
-            if msg.deferred:
-                if now is None:
-                    now = self.clock.seconds()
-                self._defer(msg, now + msg.deferred)
-            elif spill is None and len(memory) < limit and (backend is None or not backend.depth):
-                memory.append(msg)
-            elif backend is None:
-                self.dropped_count += 1
+        room = self.options.mem_queue_size - len(memory)
+        if backend is not None and backend.depth:
+            room = 0
+        if room >= len(messages):
+            memory.extend(messages)
+        else:
+            if room > 0:
+                memory.extend(messages[:room])
             else:
-                if spill is None:
-                    spill = []
-                spill.append(msg.encode())
-        if spill:
-            self.node.write_backend(backend, spill)
+                room = 0
+            if backend is None:
+                self.dropped_count += len(messages) - room
+            else:
+                self.node.write_backend(backend, messages[room:])
         self.pump()
 
-    def _defer(self, msg, ready_at: float) -> None:
-        msg.deferred = 0.0
+    def put_deferred(self, data: bytes, delay: float) -> None:
+        if self.exiting:
+            raise QueueError("exiting")
+        self.message_count += 1
+        self._defer(data, self.clock.seconds() + delay)
+
+    def _defer(self, data: bytes, ready_at: float) -> None:
         self._seq += 1
-        self.deferred[msg.id] = msg
-        heappush(self._deferred_heap, (ready_at, self._seq, msg))
+        heappush(self.deferred, (ready_at, self._seq, data))
 
     # -- subscribers
 
@@ -139,10 +140,11 @@ class Channel:
         """Move up to `count` messages from disk to memory; False if none could be read."""
         records = self.backend.read(count)
         for record in records:
-            try:
-                self.memory.append(decode_message(record))
-            except ValueError as err:
-                log.error("CHANNEL({channel}): failed to decode message - {err}", channel=self.name, err=err)
+            if len(record) >= MIN_ENCODED_LENGTH:
+                self.memory.append(record)
+            else:
+                log.error("CHANNEL({channel}): failed to decode message - invalid message buffer size ({size})",
+                          channel=self.name, size=len(record))
         return bool(records)
 
     def _deliver(self) -> None:
@@ -156,6 +158,7 @@ class Channel:
         heap = self._in_flight_heap
         in_flight = self.in_flight
         seq = self._seq
+        popleft = memory.popleft
         while memory:
             for _ in range(n):
                 if i >= n:
@@ -166,11 +169,8 @@ class Channel:
                     break
             else:
                 break
-            msg = memory.popleft()
-            msg.attempts += 1
-            msg.client = client
-            msg.delivered_at = now
-            deadline = msg.deadline = now + client.msg_timeout
+            deadline = now + client.msg_timeout
+            msg = Message(popleft(), client, now, deadline)
             in_flight[msg.id] = msg
             seq += 1
             heappush(heap, (deadline, seq, msg))
@@ -208,9 +208,9 @@ class Channel:
         client.requeue_count += 1
         self.requeue_count += 1
         if delay > 0:
-            self._defer(msg, self.clock.seconds() + delay)
+            self._defer(msg.requeued(), self.clock.seconds() + delay)
         else:
-            self.memory.append(msg)
+            self.memory.append(msg.requeued())
 
     def touch(self, client, msg_id: bytes) -> None:
         msg = self.in_flight.get(msg_id)
@@ -237,18 +237,15 @@ class Channel:
             del in_flight[msg.id]
             client = msg.client
             msg.client = None
-            if client is not None and client.channel is self:
+            if client.channel is self:
                 client.in_flight_count -= 1
                 client.timeout_count += 1
             self.timeout_count += 1
-            self.memory.append(msg)
+            self.memory.append(msg.requeued())
             moved = True
-        heap = self._deferred_heap
-        deferred = self.deferred
+        heap = self.deferred
         while heap and heap[0][0] <= now:
-            msg = heappop(heap)[2]
-            del deferred[msg.id]
-            self.memory.append(msg)
+            self.memory.append(heappop(heap)[2])
             moved = True
         if moved:
             self.pump()
@@ -278,8 +275,7 @@ class Channel:
             self.backend.empty()
         self.in_flight.clear()
         self._in_flight_heap = []
-        self.deferred.clear()
-        self._deferred_heap = []
+        self.deferred = []
         for client in self.clients:
             client.in_flight_count = 0
 
@@ -290,7 +286,9 @@ class Channel:
         backend = self.backend
         if backend is None:
             return
-        pending = list(self.memory) + list(self.in_flight.values()) + list(self.deferred.values())
+        pending = list(self.memory)
+        pending.extend(m.requeued() for m in self.in_flight.values())
+        pending.extend(entry[2] for entry in self.deferred)
         if pending:
             log.info("CHANNEL({channel}): flushing {n} memory/in-flight/deferred messages to backend",
                      channel=self.name, n=len(pending))

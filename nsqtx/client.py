@@ -176,12 +176,11 @@ class ClientConnection(LineReceiver):
         """Called by the channel's pump with the message already recorded in flight to us."""
         self.in_flight_count += 1
         self.message_count += 1
-        body = msg.body
+        header, rest = msg.frame()
         wbuf = self._wbuf
-        wbuf.append(msg.frame_header())
-        wbuf.append(msg.id)
-        wbuf.append(body)
-        self._wsize += 30 + len(body)
+        wbuf.append(header)
+        wbuf.append(rest)
+        self._wsize += 18 + len(rest)
         if self._wsize >= self.output_buffer_size or self.in_flight_count >= self.ready_count:
             self.flush()
         elif self._flush_timer is None:

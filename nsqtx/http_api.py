@@ -24,7 +24,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from nsqtx import stats
 from nsqtx.errors import FatalClientError, QueueError
 from nsqtx.log import NSQLogger, set_log_level
-from nsqtx.message import Message
+from nsqtx.message import new_messages
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name
 from nsqtx.options import LOG_LEVELS
 from nsqtx.mpub import decode_mpub
@@ -342,7 +342,7 @@ class HTTPAPI:
             if delay_ms is None or not 0 <= delay_ms <= options.max_req_timeout * 1000:
                 raise HTTPError(400, "INVALID_DEFER")
             delay = delay_ms / 1000.0
-        self._put(topic, [Message(node.guid.next_id(), body, node.now_ns(), 0, delay)], "PUB_FAILED")
+        self._put(topic, new_messages(node, (body,)), "PUB_FAILED", delay)
         return "OK"
 
     @app.route("/mpub", methods=["POST"])
@@ -374,9 +374,7 @@ class HTTPAPI:
 
     def _split_lines(self, body: bytes, max_body: int, max_msg: int):
         """One message per line; empty lines are skipped, as nsqd has done since 0.2.22."""
-        node = self.node
-        timestamp = node.now_ns()
-        messages = []
+        lines = []
         pos = 0
         while True:
             newline = body.find(b"\n", pos)
@@ -388,17 +386,20 @@ class HTTPAPI:
             if line:
                 if len(line) > max_msg:
                     raise HTTPError(413, "MSG_TOO_BIG")
-                messages.append(Message(node.guid.next_id(), line, timestamp))
+                lines.append(line)
             if newline < 0:
-                return messages
+                return new_messages(self.node, lines)
             pos = end
 
-    def _put(self, topic, messages, failed: str) -> None:
+    def _put(self, topic, messages, failed: str, delay: float = 0.0) -> None:
         try:
-            topic.put(messages)
+            if delay:
+                topic.put_deferred(messages[0], delay)
+            else:
+                topic.put(messages)
         except QueueError:
-            # Go's put only fails while exiting (503 EXITING); our other failure, a full memory queue
-            # with no disk queue behind it, is also "try again later", named as TCP's E_PUB_FAILED is.
+            # Go's put only fails while exiting (503 EXITING); our other failure, a disk queue that
+            # refuses the write, is also "try again later", named as TCP's E_PUB_FAILED is.
             raise HTTPError(503, "EXITING" if topic.exiting else failed)
 
     # -- topics

@@ -1,52 +1,70 @@
-"""A message: the parts every channel shares plus the per-channel delivery state.
+"""Messages as nsqd encodes them: 8-byte ns timestamp, 2-byte attempts, 16-byte hex ID, body.
 
-One small `__slots__` object per message per channel; the body and ID bytes are shared between the
-copies a topic makes for its channels, so fan-out costs one object, not one body, per channel.
+A queued message (ready in memory, deferred, or on disk) is just that encoded `bytes`: immutable, so
+every channel of a topic shares one object; not a container, so CPython's garbage collector never
+walks a large queue; and already in the disk queue's record format. Only a message in flight, of
+which RDY bounds the number, gets a :class:`Message` object for its delivery state.
 """
 from __future__ import annotations
 
 import struct
 
-#: size, frame type, timestamp, attempts: everything of a message frame before ID and body.
-MESSAGE_FRAME_HEADER = struct.Struct(">lLqH")
 _ENCODED_HEADER = struct.Struct(">qH")
+_unpack_header = _ENCODED_HEADER.unpack_from
+#: size, frame type, timestamp, attempts: what precedes ID and body in a message frame.
+_FRAME_HEADER = struct.Struct(">lLqH")
+_pack_frame_header = _FRAME_HEADER.pack
+_ATTEMPTS = struct.Struct(">H")
 ID_LENGTH = 16
 #: timestamp + attempts + ID: the smallest valid encoded message, as nsqd's minValidMsgLength.
 MIN_ENCODED_LENGTH = _ENCODED_HEADER.size + ID_LENGTH
+BODY_OFFSET = MIN_ENCODED_LENGTH
 FRAME_TYPE_MESSAGE = 2
 
 
+def encode(timestamp: int, attempts: int, msg_id: bytes, body) -> bytes:
+    return b"".join((_ENCODED_HEADER.pack(timestamp, attempts), msg_id, body))
+
+
+def new_messages(node, bodies) -> list:
+    """Encode freshly published bodies with new IDs and one publish timestamp."""
+    prefix = _ENCODED_HEADER.pack(node.now_ns(), 0)
+    next_id = node.guid.next_id
+    join = b"".join
+    return [join((prefix, next_id(), body)) for body in bodies]
+
+
+def message_id(data: bytes) -> bytes:
+    return data[10:26]
+
+
+def body(data: bytes) -> bytes:
+    return data[BODY_OFFSET:]
+
+
+def attempts(data: bytes) -> int:
+    return _unpack_header(data)[1]
+
+
 class Message:
-    __slots__ = ("id", "body", "timestamp", "attempts", "deferred", "client", "deadline", "delivered_at")
+    """One delivery of a queued message to a client, tracked until FIN, REQ or timeout."""
 
-    def __init__(self, id: bytes, body: bytes, timestamp: int, attempts: int = 0, deferred: float = 0.0):
-        self.id = id
-        self.body = body
-        #: publish time, nanoseconds since the epoch (sent to clients as is)
-        self.timestamp = timestamp
-        self.attempts = attempts
-        #: seconds to hold the message before it becomes ready (DPUB, or held while a topic has no channel)
-        self.deferred = deferred
-        #: the connection it is in flight to, and when that delivery expires (clock seconds)
-        self.client = None
-        self.deadline = 0.0
-        self.delivered_at = 0.0
+    __slots__ = ("id", "data", "attempts", "client", "deadline", "delivered_at")
 
-    def copy(self) -> Message:
-        """A fresh delivery state over the same shared ID and body, for another channel."""
-        return Message(self.id, self.body, self.timestamp, self.attempts, self.deferred)
+    def __init__(self, data: bytes, client, now: float, deadline: float):
+        self.data = data
+        self.id = data[10:26]
+        self.attempts = _unpack_header(data)[1] + 1
+        self.client = client
+        self.delivered_at = now
+        self.deadline = deadline
 
-    def frame_header(self) -> bytes:
-        """The bytes that precede ID and body in a message frame."""
-        return MESSAGE_FRAME_HEADER.pack(30 + len(self.body), FRAME_TYPE_MESSAGE, self.timestamp, self.attempts)
+    def frame(self):
+        """The message frame, as the two pieces to write: header (with attempts) and ID + body."""
+        data = self.data
+        return _pack_frame_header(len(data) + 4, FRAME_TYPE_MESSAGE, _unpack_header(data)[0], self.attempts), data[10:]
 
-    def encode(self) -> bytes:
-        """nsqd's encoding (as on the wire and on disk): timestamp, attempts, ID, body."""
-        return _ENCODED_HEADER.pack(self.timestamp, self.attempts) + self.id + self.body
-
-
-def decode_message(data: bytes) -> Message:
-    if len(data) < MIN_ENCODED_LENGTH:
-        raise ValueError("invalid message buffer size (%d)" % len(data))
-    timestamp, attempts = _ENCODED_HEADER.unpack_from(data)
-    return Message(bytes(data[10:26]), bytes(data[26:]), timestamp, attempts)
+    def requeued(self) -> bytes:
+        """The encoded message to queue again, carrying the attempts made so far."""
+        data = self.data
+        return b"".join((data[:8], _ATTEMPTS.pack(self.attempts), data[10:]))

@@ -4,13 +4,13 @@ from __future__ import annotations
 import struct
 
 from nsqtx.errors import FatalClientError
-from nsqtx.message import Message
+from nsqtx.message import new_messages
 
 _unpack_int32 = struct.Struct(">l").unpack_from
 
 
 def decode_mpub(body, node, max_msg_size: int, max_body_size: int, trailing_ok: bool = False):
-    """Split an MPUB body (count, then size-prefixed messages) into new messages, all or nothing.
+    """Split an MPUB body (count, then size-prefixed messages) into new encoded messages, all or nothing.
 
     Over TCP the body's length is declared, so bytes after the last message are an error; HTTP's
     /mpub?binary=true passes `trailing_ok`, since Go reads the messages off the request stream and
@@ -21,10 +21,9 @@ def decode_mpub(body, node, max_msg_size: int, max_body_size: int, trailing_ok: 
     count = _unpack_int32(body, 0)[0]
     if count <= 0 or count > (max_body_size - 4) // 5:
         raise FatalClientError("E_BAD_BODY", "MPUB invalid message count %d" % count)
-    next_id = node.guid.next_id
-    timestamp = node.now_ns()
-    messages = []
-    append = messages.append
+    bodies = []
+    append = bodies.append
+    view = memoryview(body)
     pos = 4
     for i in range(count):
         if pos + 4 > end:
@@ -37,8 +36,8 @@ def decode_mpub(body, node, max_msg_size: int, max_body_size: int, trailing_ok: 
             raise FatalClientError("E_BAD_MESSAGE", "MPUB message too big %d > %d" % (size, max_msg_size))
         if pos + size > end:
             raise FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message body")
-        append(Message(next_id(), bytes(body[pos:pos + size]), timestamp))
+        append(view[pos:pos + size])
         pos += size
     if pos != end and not trailing_ok:
         raise FatalClientError("E_BAD_BODY", "MPUB body has %d bytes after the last message" % (end - pos))
-    return messages
+    return new_messages(node, bodies)

@@ -84,7 +84,7 @@ class NSQD(Service):
     def flush_to_backend(self, backend: DiskQueue, messages) -> None:
         """Shutdown's last write: a failure is logged (by write_backend) and shutdown carries on."""
         try:
-            self.write_backend(backend, [m.encode() for m in messages])
+            self.write_backend(backend, messages)
         except QueueError:
             pass
 

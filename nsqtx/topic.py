@@ -12,7 +12,7 @@ from collections import deque
 from nsqtx.channel import Channel
 from nsqtx.errors import QueueError
 from nsqtx.log import NSQLogger
-from nsqtx.message import decode_message
+from nsqtx.message import BODY_OFFSET, MIN_ENCODED_LENGTH
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
@@ -29,6 +29,8 @@ class Topic:
         self.ephemeral = is_ephemeral(name)
         self.channels = {}
         self.memory = deque()
+        #: deferred (DPUB) messages held with their delay, as (encoded message, seconds)
+        self.held_deferred = []
         self.backend = None if self.ephemeral else node.backend_queue(name)
         self.paused = False
         self.exiting = False
@@ -41,27 +43,45 @@ class Topic:
         return "<Topic %s>" % (self.name,)
 
     def depth(self) -> int:
-        return len(self.memory) + self.backend_depth()
+        return len(self.memory) + len(self.held_deferred) + self.backend_depth()
 
     def backend_depth(self) -> int:
         backend = self.backend
         return backend.depth if backend is not None else 0
 
     def _holding(self) -> bool:
-        return bool(self.memory) or self.backend_depth() > 0
+        return bool(self.memory) or bool(self.held_deferred) or self.backend_depth() > 0
 
     def put(self, messages) -> None:
-        """Accept messages, raising QueueError if the topic is exiting or its disk refuses them."""
+        """Accept encoded messages, raising QueueError if the topic is exiting or its disk refuses them.
+
+        Every channel gets the same list of the same immutable messages: fan-out copies nothing."""
         if self.exiting:
             raise QueueError("exiting")
         if self.channels and not self.paused and not self._holding():
-            for channel, batch in zip(list(self.channels.values()), self._copies(messages, len(self.channels))):
-                channel.put(batch)
+            for channel in list(self.channels.values()):
+                channel.put(messages)
         else:
             self._hold(messages)
         self.message_count += len(messages)
-        for msg in messages:
-            self.message_bytes += len(msg.body)
+        self.message_bytes += sum(map(len, messages)) - BODY_OFFSET * len(messages)
+
+    def put_deferred(self, data: bytes, delay: float) -> None:
+        """A DPUB: each channel holds it back for `delay` seconds; a topic without channels (or
+        paused) keeps the delay with it until a channel takes it, as nsqd does in memory."""
+        if self.exiting:
+            raise QueueError("exiting")
+        if self.channels and not self.paused:
+            for channel in list(self.channels.values()):
+                channel.put_deferred(data, delay)
+        elif len(self.memory) + len(self.held_deferred) < self.options.mem_queue_size:
+            self.held_deferred.append((data, delay))
+            self._schedule_drain()
+        else:
+            # beyond the memory bound it goes to disk (or is dropped) without its delay, as in nsqd
+            self._hold([data])
+        self.message_count += 1
+        self.message_bytes += len(data) - BODY_OFFSET
 
     def _hold(self, messages) -> None:
         backend = self.backend
@@ -76,14 +96,8 @@ class Topic:
             if backend is None:
                 self.dropped_count += len(rest)
             else:
-                self.node.write_backend(backend, [m.encode() for m in rest])
+                self.node.write_backend(backend, rest)
         self._schedule_drain()
-
-    @staticmethod
-    def _copies(messages, n: int):
-        """One batch per channel: the originals plus copies, all made before any channel takes its
-        batch, since a channel changes its messages' delivery state (e.g. clears the deferral)."""
-        return [messages] + [[m.copy() for m in messages] for _ in range(n - 1)]
 
     def _schedule_drain(self) -> None:
         if self._drain_call is None and self.channels and not self.paused and self._holding():
@@ -94,18 +108,22 @@ class Topic:
         self._drain_call = None
         if self.exiting or not self.channels or self.paused:
             return
+        deferred, self.held_deferred = self.held_deferred, []
         batch = []
         while self.memory and len(batch) < _DRAIN_BATCH:
             batch.append(self.memory.popleft())
         if not batch and self.backend is not None:
             for record in self.backend.read(_DRAIN_BATCH):
-                try:
-                    batch.append(decode_message(record))
-                except ValueError as err:
-                    log.error("TOPIC({topic}): failed to decode message - {err}", topic=self.name, err=err)
+                if len(record) >= MIN_ENCODED_LENGTH:
+                    batch.append(record)
+                else:
+                    log.error("TOPIC({topic}): failed to decode message - invalid message buffer size ({size})",
+                              topic=self.name, size=len(record))
         try:
-            for channel, copies in zip(list(self.channels.values()), self._copies(batch, len(self.channels))):
-                channel.put(copies)
+            for channel in list(self.channels.values()):
+                channel.put(batch)
+                for data, delay in deferred:
+                    channel.put_deferred(data, delay)
         except QueueError as err:
             log.error("TOPIC({topic}) ERROR: failed to put messages to a channel - {err}", topic=self.name, err=err)
         self._schedule_drain()
@@ -150,6 +168,7 @@ class Topic:
 
     def empty(self) -> None:
         self.memory.clear()
+        self.held_deferred = []
         if self.backend is not None:
             self.backend.empty()
 
@@ -159,9 +178,10 @@ class Topic:
         for channel in list(self.channels.values()):
             channel.close()
         if self.backend is not None:
-            if self.memory:
-                log.info("TOPIC({topic}): flushing {n} memory messages to backend", topic=self.name, n=len(self.memory))
-                self.node.flush_to_backend(self.backend, self.memory)
+            pending = list(self.memory) + [data for data, _ in self.held_deferred]
+            if pending:
+                log.info("TOPIC({topic}): flushing {n} memory messages to backend", topic=self.name, n=len(pending))
+                self.node.flush_to_backend(self.backend, pending)
             self.backend.close()
 
     def delete(self) -> None:
@@ -170,6 +190,7 @@ class Topic:
             channel.delete()
         self.channels.clear()
         self.memory.clear()
+        self.held_deferred = []
         if self.backend is not None:
             self.backend.delete()
 

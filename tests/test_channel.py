@@ -4,6 +4,7 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from nsqtx.errors import QueueError
+from nsqtx.message import attempts, body, new_messages
 from tests.support import Conn, make_node, mpub_body
 
 
@@ -22,8 +23,7 @@ class ChannelTests(TestCase):
         self.node.get_topic(topic).put([self._message(b) for b in bodies])
 
     def _message(self, body):
-        from nsqtx.message import Message
-        return Message(self.node.guid.next_id(), body, self.node.now_ns())
+        return new_messages(self.node, [body])[0]
 
     def test_paused_channel_holds_messages_until_unpaused(self):
         conn = self.consumer()
@@ -117,7 +117,7 @@ class ChannelTests(TestCase):
         self.publish(b"2")
         channel = self.node.topics["t"].channels["c"]
         channel.requeue(conn.proto, msg_id, 0)
-        self.assertEqual([m.body for m in channel.memory], [b"2", b"1"])
+        self.assertEqual([(attempts(m), body(m)) for m in channel.memory], [(0, b"2"), (1, b"1")])
 
     def test_deleting_a_channel_closes_its_consumers(self):
         conn = self.consumer()
@@ -163,12 +163,15 @@ class ChannelTests(TestCase):
         self.node.scan_queues()
         self.assertEqual((channel.depth(), len(channel.deferred)), (1, 0))
 
-    def test_copies_share_id_and_body_but_not_delivery_state(self):
+    def test_channels_share_one_queued_message_but_not_delivery_state(self):
         a = self.node.get_topic("t").get_channel("a")
         b = self.node.get_topic("t").get_channel("b")
         conn = Conn(self.node, 9000).magic()
         conn.command(b"MPUB t", mpub_body([b"shared"]))
-        ma, mb = a.memory[0], b.memory[0]
-        self.assertIsNot(ma, mb)
-        self.assertIs(ma.body, mb.body)
-        self.assertEqual(ma.id, mb.id)
+        self.assertIs(a.memory[0], b.memory[0])
+        first = Conn(self.node, 5001).magic()
+        first.subscribe(b"t", b"a", rdy=1)
+        msg_id = first.frames()[-1][1][10:26]
+        first.command(b"REQ " + msg_id + b" 0")
+        self.assertEqual(a.in_flight[msg_id].attempts, 2)
+        self.assertEqual(attempts(b.memory[0]), 0)

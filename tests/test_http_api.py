@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from nsqtx import log as nsqlog
+from nsqtx import log as nsqlog, message
 from nsqtx.diskqueue import DiskQueue
 from nsqtx.http_api import HTTPError, encode_json, make_site, parse_query
 from nsqtx.node import NSQD
@@ -117,7 +117,7 @@ class APITestCase(TestCase):
         return conn
 
     def bodies(self, queue):
-        return [msg.body for msg in queue]
+        return [message.body(data) for data in queue]
 
     def stats(self, query: str = "") -> dict:
         response = self.get("/stats?format=json" + query)
@@ -234,9 +234,9 @@ class PubTests(APITestCase):
         self.post("/pub?topic=t", b"a")
         self.post("/pub?topic=t", b"b")
         first, second = self.node.topics["t"].memory
-        self.assertEqual(len(first.id), 16)
-        self.assertNotEqual(first.id, second.id)
-        self.assertEqual(first.timestamp, int(START * 1e9))
+        self.assertEqual(len(message.message_id(first)), 16)
+        self.assertNotEqual(message.message_id(first), message.message_id(second))
+        self.assertEqual(struct.unpack(">qH", first[:10]), (int(START * 1e9), 0))
 
     def test_body_of_exactly_max_msg_size_is_accepted(self):
         self.assertOK(self.post("/pub?topic=t", b"x" * 10))

@@ -1,4 +1,4 @@
-"""Message encoding and IDs."""
+"""Message encoding, deliveries and IDs."""
 from __future__ import annotations
 
 import struct
@@ -6,26 +6,45 @@ import struct
 from twisted.trial.unittest import TestCase
 
 from nsqtx.guid import GUIDFactory
-from nsqtx.message import Message, decode_message
+from nsqtx.message import Message, attempts, body, encode, message_id, new_messages
 
 
-class MessageTests(TestCase):
-    def test_encode_decode_round_trip(self):
-        msg = Message(b"0123456789abcdef", b"body", 1234567890123456789, attempts=3)
-        data = msg.encode()
+class FakeNode:
+    def __init__(self):
+        self.guid = GUIDFactory(1, clock=lambda: 1700000000 * 10**9)
+
+    def now_ns(self):
+        return 1234567890123456789
+
+
+class EncodingTests(TestCase):
+    def test_layout_is_nsqds(self):
+        data = encode(1234567890123456789, 3, b"0123456789abcdef", b"body")
         self.assertEqual(data, struct.pack(">qH", 1234567890123456789, 3) + b"0123456789abcdef" + b"body")
-        back = decode_message(data)
-        self.assertEqual((back.id, back.body, back.timestamp, back.attempts),
-                         (msg.id, msg.body, msg.timestamp, msg.attempts))
+        self.assertEqual((message_id(data), body(data), attempts(data)), (b"0123456789abcdef", b"body", 3))
 
-    def test_decode_refuses_short_buffers(self):
-        self.assertRaises(ValueError, decode_message, b"\x00" * 25)
+    def test_new_messages_get_distinct_ids_one_timestamp_and_no_attempts(self):
+        first, second = new_messages(FakeNode(), [b"a", memoryview(b"xbx")[1:2]])
+        self.assertNotEqual(message_id(first), message_id(second))
+        self.assertEqual((body(first), body(second)), (b"a", b"b"))
+        self.assertEqual(first[:10], struct.pack(">qH", 1234567890123456789, 0))
+        self.assertEqual(second[:10], first[:10])
 
-    def test_frame_header_matches_wire_layout(self):
-        msg = Message(b"0123456789abcdef", b"xyz", 7, attempts=2)
-        frame = msg.frame_header() + msg.id + msg.body
-        size, kind, ts, attempts = struct.unpack(">lLqH", frame[:18])
-        self.assertEqual((size, kind, ts, attempts), (len(frame) - 4, 2, 7, 2))
+
+class DeliveryTests(TestCase):
+    def test_delivery_counts_an_attempt_and_frames_it(self):
+        data = encode(7, 2, b"0123456789abcdef", b"xyz")
+        msg = Message(data, client=None, now=10.0, deadline=70.0)
+        self.assertEqual((msg.id, msg.attempts, msg.deadline), (b"0123456789abcdef", 3, 70.0))
+        header, rest = msg.frame()
+        frame = header + rest
+        size, kind, ts, frame_attempts = struct.unpack(">lLqH", frame[:18])
+        self.assertEqual((size, kind, ts, frame_attempts), (len(frame) - 4, 2, 7, 3))
+        self.assertEqual(frame[18:], b"0123456789abcdefxyz")
+
+    def test_requeued_carries_the_attempts_made(self):
+        msg = Message(encode(7, 0, b"0123456789abcdef", b"xyz"), client=None, now=0.0, deadline=1.0)
+        self.assertEqual(msg.requeued(), encode(7, 1, b"0123456789abcdef", b"xyz"))
 
 
 class GUIDTests(TestCase):

@@ -6,6 +6,7 @@ import struct
 
 from twisted.trial.unittest import TestCase
 
+from nsqtx.message import body, message_id
 from tests.support import ERROR, MESSAGE, RESPONSE, Conn, decode, make_node, mpub_body
 
 
@@ -81,7 +82,7 @@ class PublishTests(Base):
         for byte in b"PUB t\n" + struct.pack(">l", 3) + b"abc":
             conn.send(bytes([byte]))
         self.assertOK(conn)
-        self.assertEqual(self.node.topics["t"].memory[0].body, b"abc")
+        self.assertEqual(body(self.node.topics["t"].memory[0]), b"abc")
 
     def test_several_commands_in_one_chunk_get_one_write(self):
         conn = self.conn()
@@ -117,8 +118,8 @@ class PublishTests(Base):
         conn.command(b"MPUB t", mpub_body([b"a", b"bb", b"ccc"]))
         self.assertOK(conn)
         topic = self.node.topics["t"]
-        self.assertEqual([m.body for m in topic.memory], [b"a", b"bb", b"ccc"])
-        self.assertEqual(len({m.id for m in topic.memory}), 3)
+        self.assertEqual([body(m) for m in topic.memory], [b"a", b"bb", b"ccc"])
+        self.assertEqual(len({message_id(m) for m in topic.memory}), 3)
         self.assertEqual(conn.proto.pub_counts, {"t": 3})
 
     def test_mpub_errors_publish_nothing(self):
@@ -185,8 +186,8 @@ class PublishTests(Base):
     def test_messages_beyond_the_memory_bound_spill_to_disk_and_come_back_in_order(self):
         self.node.options.mem_queue_size = 2
         conn = self.conn()
-        for body in (b"1", b"2", b"3", b"4"):
-            conn.command(b"PUB t", body)
+        for data in (b"1", b"2", b"3", b"4"):
+            conn.command(b"PUB t", data)
         self.assertEqual(conn.frames(), [(RESPONSE, b"OK")] * 4)
         topic = self.node.topics["t"]
         self.assertEqual((topic.depth(), topic.backend_depth()), (4, 2))
@@ -278,9 +279,9 @@ class IdentifyTests(Base):
             (b'{"msg_timeout": 999}', b"E_BAD_BODY IDENTIFY msg timeout (999) is invalid"),
             (b'{"sample_rate": 100}', b"E_BAD_BODY IDENTIFY sample rate (100) is invalid"),
         ]
-        for body, error in cases:
+        for payload, error in cases:
             conn = self.conn()
-            conn.command(b"IDENTIFY", body)
+            conn.command(b"IDENTIFY", payload)
             self.assertError(conn, error)
 
     def test_body_size_errors(self):
