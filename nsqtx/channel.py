@@ -188,12 +188,12 @@ class Channel:
     # -- client commands (errors become E_FIN_FAILED etc. in the protocol)
 
     def _pop_in_flight(self, client, msg_id: bytes):
-        msg = self.in_flight.get(msg_id)
+        msg = self.in_flight.pop(msg_id, None)
         if msg is None:
             raise QueueError("ID not in flight")
         if msg.client is not client:
+            self.in_flight[msg_id] = msg
             raise QueueError("client does not own message")
-        del self.in_flight[msg_id]
         msg.client = None
         return msg
 

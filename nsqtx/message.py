@@ -29,9 +29,8 @@ def encode(timestamp: int, attempts: int, msg_id: bytes, body) -> bytes:
 def new_messages(node, bodies) -> list:
     """Encode freshly published bodies with new IDs and one publish timestamp."""
     prefix = _ENCODED_HEADER.pack(node.now_ns(), 0)
-    next_id = node.guid.next_id
     join = b"".join
-    return [join((prefix, next_id(), body)) for body in bodies]
+    return [join((prefix, msg_id, body)) for msg_id, body in zip(node.guid.next_ids(len(bodies)), bodies)]
 
 
 def message_id(data: bytes) -> bytes:
@@ -49,20 +48,19 @@ def attempts(data: bytes) -> int:
 class Message:
     """One delivery of a queued message to a client, tracked until FIN, REQ or timeout."""
 
-    __slots__ = ("id", "data", "attempts", "client", "deadline", "delivered_at")
+    __slots__ = ("id", "data", "attempts", "frame_header", "client", "deadline", "delivered_at")
 
     def __init__(self, data: bytes, client, now: float, deadline: float):
+        timestamp, attempts = _unpack_header(data)
+        attempts += 1
         self.data = data
         self.id = data[10:26]
-        self.attempts = _unpack_header(data)[1] + 1
+        self.attempts = attempts
+        #: what precedes ID and body in this delivery's frame: size, type, timestamp, attempts
+        self.frame_header = _pack_frame_header(len(data) + 4, FRAME_TYPE_MESSAGE, timestamp, attempts)
         self.client = client
         self.delivered_at = now
         self.deadline = deadline
-
-    def frame(self):
-        """The message frame, as the two pieces to write: header (with attempts) and ID + body."""
-        data = self.data
-        return _pack_frame_header(len(data) + 4, FRAME_TYPE_MESSAGE, _unpack_header(data)[0], self.attempts), data[10:]
 
     def requeued(self) -> bytes:
         """The encoded message to queue again, carrying the attempts made so far."""

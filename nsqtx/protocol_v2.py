@@ -121,7 +121,16 @@ class ProtocolV2(ClientConnection):
                     pos = nl + 1
                     if line[-1:] == b"\r":
                         line = line[:-1]
-                    self.lineReceived(line)
+                    if len(line) == 20 and line[:4] == b"FIN " and self.channel is not None:
+                        # A consumer's stream is mostly FINs: handled here without the generic
+                        # split and dispatch (same rules and errors as FIN below).
+                        try:
+                            self.channel.finish(self, line[4:])
+                        except QueueError as err:
+                            self._fail(ClientError("E_FIN_FAILED", "FIN %s failed %s" % (text(line[4:]), err)))
+                        self._pump_pending = True
+                    else:
+                        self.lineReceived(line)
         finally:
             self._batching = False
         if pos < len(buf) and not self.closed:

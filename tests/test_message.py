@@ -36,8 +36,7 @@ class DeliveryTests(TestCase):
         data = encode(7, 2, b"0123456789abcdef", b"xyz")
         msg = Message(data, client=None, now=10.0, deadline=70.0)
         self.assertEqual((msg.id, msg.attempts, msg.deadline), (b"0123456789abcdef", 3, 70.0))
-        header, rest = msg.frame()
-        frame = header + rest
+        frame = msg.frame_header + data[10:]
         size, kind, ts, frame_attempts = struct.unpack(">lLqH", frame[:18])
         self.assertEqual((size, kind, ts, frame_attempts), (len(frame) - 4, 2, 7, 3))
         self.assertEqual(frame[18:], b"0123456789abcdefxyz")
@@ -68,3 +67,17 @@ class GUIDTests(TestCase):
         before = GUIDFactory(1, clock=lambda: 1700000000 * 10**9).next_id()
         after = GUIDFactory(1, clock=lambda: 1700000001 * 10**9).next_id()
         self.assertGreater(after, before)
+
+    def test_batches_match_one_by_one_and_span_ticks(self):
+        now = [1700000000 * 10**9]
+        batch = GUIDFactory(9, clock=lambda: now[0]).next_ids(10000)
+        single = GUIDFactory(9, clock=lambda: now[0])
+        self.assertEqual(batch, [single.next_id() for _ in range(10000)])
+        self.assertEqual(len(set(batch)), 10000)
+        self.assertEqual(batch, sorted(batch))
+        self.assertEqual([int(i, 16) & 0xfff for i in batch[4094:4098]], [4094, 4095, 0, 1])
+
+    def test_layout_is_time_node_sequence(self):
+        ns = 1700000000 * 10**9
+        [first] = GUIDFactory(5, clock=lambda: ns).next_ids(1)
+        self.assertEqual(int(first, 16), (((ns >> 20) - 1288834974288) << 22) | (5 << 12))
