@@ -32,7 +32,12 @@ class GUIDFactory:
         return self.next_ids(1)[0]
 
     def next_ids(self, count: int) -> list:
-        ids = []
+        return [prefix + suffix for prefix, suffixes in self.runs(count) for suffix in suffixes]
+
+    def runs(self, count: int) -> list:
+        """`count` new IDs as (13-digit prefix, list of 3-digit suffixes) runs, so a caller building
+        messages can join the parts into each message directly, without an ID object in between."""
+        runs = []
         while count > 0:
             tick = (self._clock() >> 20) - _EPOCH
             if tick > self._tick:
@@ -41,11 +46,10 @@ class GUIDFactory:
                 self._start_tick(self._tick + 1)
             first = self._next
             last = min(first + count, _SEQUENCES)
-            prefix = self._prefix
-            ids += [prefix + suffix for suffix in _SUFFIXES[first:last]]
+            runs.append((self._prefix, _SUFFIXES[first:last]))
             count -= last - first
             self._next = last
-        return ids
+        return runs
 
     def _start_tick(self, tick: int) -> None:
         self._tick = tick

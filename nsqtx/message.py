@@ -28,9 +28,15 @@ def encode(timestamp: int, attempts: int, msg_id: bytes, body) -> bytes:
 
 def new_messages(node, bodies) -> list:
     """Encode freshly published bodies with new IDs and one publish timestamp."""
-    prefix = _ENCODED_HEADER.pack(node.now_ns(), 0)
+    header = _ENCODED_HEADER.pack(node.now_ns(), 0)
     join = b"".join
-    return [join((prefix, msg_id, body)) for msg_id, body in zip(node.guid.next_ids(len(bodies)), bodies)]
+    remaining = iter(bodies)
+    messages = []
+    for id_prefix, suffixes in node.guid.runs(len(bodies)):
+        head = header + id_prefix
+        # zip stops at the end of this run's suffixes without taking a body from `remaining`
+        messages += [join((head, suffix, body)) for suffix, body in zip(suffixes, remaining)]
+    return messages
 
 
 def message_id(data: bytes) -> bytes:

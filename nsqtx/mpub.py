@@ -25,19 +25,25 @@ def decode_mpub(body, node, max_msg_size: int, max_body_size: int, trailing_ok: 
     append = bodies.append
     view = memoryview(body)
     pos = 4
-    for i in range(count):
-        if pos + 4 > end:
-            raise FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message(%d) body size" % i)
-        size = _unpack_int32(body, pos)[0]
-        pos += 4
-        if size <= 0:
-            raise FatalClientError("E_BAD_MESSAGE", "MPUB invalid message(%d) body size %d" % (i, size))
-        if size > max_msg_size:
-            raise FatalClientError("E_BAD_MESSAGE", "MPUB message too big %d > %d" % (size, max_msg_size))
-        if pos + size > end:
-            raise FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message body")
-        append(view[pos:pos + size])
-        pos += size
+    i = 0
+    try:
+        for i in range(count):
+            size = _unpack_int32(body, pos)[0]
+            start = pos + 4
+            pos = start + size
+            if size <= 0 or size > max_msg_size or pos > end:
+                raise _bad_message(i, size, max_msg_size)
+            append(view[start:pos])
+    except struct.error:
+        raise FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message(%d) body size" % i)
     if pos != end and not trailing_ok:
         raise FatalClientError("E_BAD_BODY", "MPUB body has %d bytes after the last message" % (end - pos))
     return new_messages(node, bodies)
+
+
+def _bad_message(i: int, size: int, max_msg_size: int) -> FatalClientError:
+    if size <= 0:
+        return FatalClientError("E_BAD_MESSAGE", "MPUB invalid message(%d) body size %d" % (i, size))
+    if size > max_msg_size:
+        return FatalClientError("E_BAD_MESSAGE", "MPUB message too big %d > %d" % (size, max_msg_size))
+    return FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message body")

@@ -31,6 +31,15 @@ class EncodingTests(TestCase):
         self.assertEqual(second[:10], first[:10])
 
 
+    def test_a_batch_across_a_tick_boundary_pairs_every_body_with_its_own_id(self):
+        bodies = [b"%d" % i for i in range(5000)]
+        messages = new_messages(FakeNode(), bodies)
+        self.assertEqual([body(m) for m in messages], bodies)
+        ids = [message_id(m) for m in messages]
+        self.assertEqual(len(set(ids)), 5000)
+        self.assertEqual(ids, sorted(ids))
+
+
 class DeliveryTests(TestCase):
     def test_delivery_counts_an_attempt_and_frames_it(self):
         data = encode(7, 2, b"0123456789abcdef", b"xyz")
