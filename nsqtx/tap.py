@@ -11,10 +11,12 @@ import signal
 import sys
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from nsqtx.durations import format_duration, parse_duration
 from nsqtx.log import set_log_level
+from nsqtx.metadata import MetadataError
 from nsqtx.node import NSQD
 from nsqtx.options import LOG_LEVELS, Options as NodeOptions, check_data_path, parse_address
 from nsqtx.version import NSQD_VERSION, __version__
@@ -250,11 +252,23 @@ class ExitZeroOnSignals(Service):
         self.reactor.callFromThread(self.reactor.stop)
 
 
+class Command(MultiService):
+    """The service tree `twistd nsqtx` runs. A start-up failure (a port in use, an unreadable
+    nsqd.dat, a missing data path) ends the process with one line on stderr and status 1, like a
+    bad flag, instead of twistd's traceback."""
+
+    def startService(self):
+        try:
+            MultiService.startService(self)
+        except (CannotListenError, MetadataError, OSError, ValueError) as e:
+            raise SystemExit("nsqtx: %s" % (e,)) from None
+
+
 def makeService(config: NSQDOptions) -> MultiService:
     from twisted.internet import reactor
 
     set_log_level(config.options.log_level)
-    top = MultiService()
+    top = Command()
     NSQD(config.options).setServiceParent(top)
     ExitZeroOnSignals(reactor).setServiceParent(top)
     return top

@@ -361,6 +361,22 @@ class TwistdTests(unittest.TestCase):
         self.assertIn("Server Shut Down.", output())
         self.assertEqual(client.recv(100), b"", "the connected client was not closed")
 
+    def test_port_in_use_is_one_line(self):
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        result = subprocess.run(
+            twistd("-n", "--pidfile=", "nsqtx", "--tcp-address=127.0.0.1:%d" % taken.getsockname()[1],
+                   "--http-address=127.0.0.1:0", "--data-path=" + self.workdir),
+            cwd=self.workdir, env=subprocess_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, timeout=self.START_TIMEOUT)
+        # twistd's log (stdout with -n) has taken over stderr by then: the line is its last entry
+        output = (result.stdout + result.stderr).decode("utf-8", "replace")
+        self.assertEqual(result.returncode, 1, output)
+        self.assertNotIn("Traceback", output)
+        self.assertIn("nsqtx: Couldn't listen on 127.0.0.1:%d" % taken.getsockname()[1], output.splitlines()[-1])
+
     def test_bad_flag_is_one_line(self):
         result = subprocess.run(
             twistd("-n", "--pidfile=", "nsqtx", "--msg-timeout=banana"), cwd=self.workdir,
