@@ -8,6 +8,7 @@ import struct
 import tempfile
 
 from twisted.internet.address import IPv4Address
+from twisted.logger import globalLogPublisher
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from nsqtx.node import NSQD
@@ -22,6 +23,30 @@ def data_dir(case) -> str:
     path = tempfile.mkdtemp(prefix="nsqtx-test-")
     case.addCleanup(shutil.rmtree, path, True)
     return path
+
+
+def start_real_node(case, **overrides):
+    """A node listening on real loopback ports with its own data path, stopped at cleanup; the test
+    also fails if the server logged any traceback meanwhile."""
+    tracebacks = []
+
+    def observe(event):
+        if "log_failure" in event:
+            tracebacks.append(event)
+
+    def check():
+        if tracebacks:
+            case.fail("the server logged tracebacks:\n" + "\n".join(
+                event["log_failure"].getTraceback() for event in tracebacks))
+
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(check)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    overrides.setdefault("data_path", data_dir(case))
+    node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", **overrides))
+    node.startService()
+    case.addCleanup(node.stopService)
+    return node
 
 
 def make_node(case, **overrides):

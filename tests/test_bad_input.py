@@ -17,15 +17,15 @@ tests then expect the code and text nsqd gives for the same failure when the str
 from __future__ import annotations
 
 import json
-import os
 import random
 import struct
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
+
+from tests.support import start_real_node
 
 MAGIC = b"  V2"
 RESPONSE, ERROR, MESSAGE = 0, 1, 2
@@ -218,26 +218,7 @@ class BadInputTestCase(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        from nsqtx.node import NSQD
-        from nsqtx.options import Options
-
-        self.tracebacks = []
-
-        def observe(event):
-            if "log_failure" in event:
-                self.tracebacks.append(event)
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(self.assertNoTracebacks)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-
-        # a data path of its own: the node persists its topics and unfinished messages there
-        data_path = os.path.abspath(self.mktemp())
-        os.makedirs(data_path)
-        self.node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", data_path=data_path,
-                                 max_msg_size=MAX_MSG_SIZE, max_body_size=MAX_BODY_SIZE))
-        self.node.startService()
-        self.addCleanup(self.node.stopService)
+        self.node = start_real_node(self, max_msg_size=MAX_MSG_SIZE, max_body_size=MAX_BODY_SIZE)
         self._watch_disconnects()
 
         self.clients = []
@@ -245,11 +226,6 @@ class BadInputTestCase(TestCase):
         self.traffic = Traffic(self)
         yield self.traffic.start()
         self.addCleanup(self.traffic.finish)
-
-    def assertNoTracebacks(self):
-        if self.tracebacks:
-            self.fail("the server logged tracebacks:\n" + "\n".join(
-                event["log_failure"].getTraceback() for event in self.tracebacks))
 
     def _watch_disconnects(self):
         """Count, per client port, the connections the server has dropped (ports may be reused)."""

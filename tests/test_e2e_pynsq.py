@@ -23,8 +23,9 @@ import sys
 
 from twisted.internet import defer
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
+
+from tests.support import start_real_node
 
 #: seconds the child works before giving up on its own, and before we kill it
 CHILD_DEADLINE = 15.0
@@ -86,29 +87,7 @@ class PynsqTests(TestCase):
     timeout = 30
 
     def setUp(self):
-        from nsqtx.node import NSQD
-        from nsqtx.options import Options
-
-        self.tracebacks = []
-
-        def observe(event):
-            if "log_failure" in event:
-                self.tracebacks.append(event)
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(self.assertNoTracebacks)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-        # a data path of its own: the node persists its topics and unfinished messages there
-        data_path = os.path.abspath(self.mktemp())
-        os.makedirs(data_path)
-        self.node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", data_path=data_path))
-        self.node.startService()
-        self.addCleanup(self.node.stopService)
-
-    def assertNoTracebacks(self):
-        if self.tracebacks:
-            self.fail("the server logged tracebacks:\n" + "\n".join(
-                event["log_failure"].getTraceback() for event in self.tracebacks))
+        self.node = start_real_node(self)
 
     def all_clients_gone(self):
         """Fires once the server has dropped every connection, so all their commands were handled."""
