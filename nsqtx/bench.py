@@ -38,8 +38,8 @@ Examples::
     python -m nsqtx.bench --mem-queue-size=0 --scenarios pub
 
 ``--python`` picks the server's interpreter (repeat it to compare runtimes); the server imports
-nsqtx from this source tree (``PYTHONPATH`` is set to the repository root) and runs with
-``PYPY_GC_NURSERY=64MB`` unless the environment sets it, as the README's PyPy command does. ``--mem-queue-size``
+nsqtx from this source tree (``PYTHONPATH`` is set to the repository root) and inherits the
+environment, so e.g. ``PYPY_GC_NURSERY=64MB python -m nsqtx.bench ...`` measures that PyPy setting. ``--mem-queue-size``
 is passed through to the server (default: large enough to keep the whole run in memory; 0 sends
 every message through the disk queue in the temporary data directory). A publish the server
 refuses (``E_MPUB_FAILED``, e.g. a disk that is full) is reported as the scenario's error instead
@@ -76,9 +76,6 @@ SUB_RDY = 2500
 PING_INTERVAL = 0.010
 DRAIN_POLL = 0.1
 PING_TIMEOUT = 5.0
-#: PyPy's young-generation size for the server, as the README recommends: a queue that grows by
-#: ~1M messages/s makes the default nursery collect too often (about +15% publish rate with this)
-PYPY_GC_NURSERY = "64MB"
 #: how long a server may take to answer /ping after start (PyPy's start-up is the slow one)
 START_TIMEOUT = 60.0
 #: how long a server may take to exit after SIGTERM before it is killed
@@ -253,8 +250,6 @@ class Server:
     def start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-        # as the README's PyPy command runs nsqtx (CPython ignores it); an explicit setting wins
-        env.setdefault("PYPY_GC_NURSERY", PYPY_GC_NURSERY)
         args = [self.python, "-m", "twisted", "--log-format=text", "nsqtx",
                 "--tcp-address=127.0.0.1:%d" % self.tcp_port,
                 "--http-address=127.0.0.1:%d" % self.http_port,
