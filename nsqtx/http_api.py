@@ -595,6 +595,9 @@ class NSQSite(Site):
         self.node = node
         self.noisy = False
 
+    def log(self, request):
+        """No access log line: the routes log requests once, as nsqd does (and /pub, /mpub not at all)."""
+
 
 def make_site(node) -> Site:
     """The HTTP listener's factory for `node` (see :meth:`nsqtx.node.NSQD.startService`)."""

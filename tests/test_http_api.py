@@ -19,6 +19,7 @@ from twisted.internet import defer, reactor as global_reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import HTTPConnectionPool
@@ -952,6 +953,9 @@ class SocketTests(TestCase):
         pool = HTTPConnectionPool(global_reactor, persistent=False)
         self.addCleanup(pool.closeCachedConnections)
         base = "http://127.0.0.1:%d" % node.http_port
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
 
         response = yield treq.post(base + "/pub?topic=t", data=b"hi", pool=pool)
         self.assertEqual((response.code, (yield treq.content(response))), (200, b"OK"))
@@ -966,6 +970,9 @@ class SocketTests(TestCase):
         response = yield treq.get(base + "/info", pool=pool)
         info = yield treq.json_content(response)
         self.assertEqual((info["http_port"], info["tcp_port"]), (node.http_port, node.tcp_port))
+        # one log line per request, none for /pub, as nsqd (no second access-log line from twisted.web)
+        logged = [text for text in map(formatEvent, events) if "GET /" in text or "POST /" in text]
+        self.assertEqual([line.split(" (")[0] for line in logged], ["200 GET /stats?format=json", "200 GET /info"])
 
         response = yield treq.get(base + "/nope", pool=pool)
         self.assertEqual((response.code, (yield treq.content(response))), (404, b'{"message":"NOT_FOUND"}'))
