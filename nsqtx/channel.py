@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from heapq import heapify, heappop, heappush
 
+from nsqtx.backlog import enqueue
 from nsqtx.errors import QueueError
 from nsqtx.log import NSQLogger
 from nsqtx.message import MIN_ENCODED_LENGTH, Message
@@ -72,22 +73,8 @@ class Channel:
         if self.exiting:
             raise QueueError("exiting")
         self.message_count += len(messages)
-        memory = self.memory
-        backend = self.backend
-        room = self.options.mem_queue_size - len(memory)
-        if backend is not None and backend.depth:
-            room = 0
-        if room >= len(messages):
-            memory.extend(messages)
-        else:
-            if room > 0:
-                memory.extend(messages[:room])
-            else:
-                room = 0
-            if backend is None:
-                self.dropped_count += len(messages) - room
-            else:
-                self.node.write_backend(backend, messages[room:])
+        self.dropped_count += enqueue(self.memory, self.backend, self.options.mem_queue_size, messages,
+                                      self.node.write_backend)
         self.pump()
 
     def put_deferred(self, data: bytes, delay: float) -> None:
@@ -237,9 +224,8 @@ class Channel:
             del in_flight[msg.id]
             client = msg.client
             msg.client = None
-            if client.channel is self:
-                client.in_flight_count -= 1
-                client.timeout_count += 1
+            client.in_flight_count -= 1
+            client.timeout_count += 1
             self.timeout_count += 1
             self.memory.append(msg.requeued())
             moved = True

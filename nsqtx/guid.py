@@ -28,12 +28,6 @@ class GUIDFactory:
         self._next = _SEQUENCES
         self._prefix = b""
 
-    def next_id(self) -> bytes:
-        return self.next_ids(1)[0]
-
-    def next_ids(self, count: int) -> list:
-        return [prefix + suffix for prefix, suffixes in self.runs(count) for suffix in suffixes]
-
     def runs(self, count: int) -> list:
         """`count` new IDs as (13-digit prefix, list of 3-digit suffixes) runs, so a caller building
         messages can join the parts into each message directly, without an ID object in between."""

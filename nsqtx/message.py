@@ -22,10 +22,6 @@ BODY_OFFSET = MIN_ENCODED_LENGTH
 FRAME_TYPE_MESSAGE = 2
 
 
-def encode(timestamp: int, attempts: int, msg_id: bytes, body) -> bytes:
-    return b"".join((_ENCODED_HEADER.pack(timestamp, attempts), msg_id, body))
-
-
 def new_messages(node, bodies) -> list:
     """Encode freshly published bodies with new IDs and one publish timestamp."""
     header = _ENCODED_HEADER.pack(node.now_ns(), 0)
@@ -37,18 +33,6 @@ def new_messages(node, bodies) -> list:
         # zip stops at the end of this run's suffixes without taking a body from `remaining`
         messages += [join((head, suffix, body)) for suffix, body in zip(suffixes, remaining)]
     return messages
-
-
-def message_id(data: bytes) -> bytes:
-    return data[10:26]
-
-
-def body(data: bytes) -> bytes:
-    return data[BODY_OFFSET:]
-
-
-def attempts(data: bytes) -> int:
-    return _unpack_header(data)[1]
 
 
 class Message:

@@ -32,6 +32,12 @@ log = NSQLogger()
 _CLOSE_GRACE = 2.0
 
 
+def _cancel(result, call):
+    if call.active():
+        call.cancel()
+    return result
+
+
 class NSQD(Service):
     name = "nsqd"
 
@@ -153,8 +159,7 @@ class NSQD(Service):
                 client.close()
             if self.clients:
                 cutoff = self.clock.callLater(_CLOSE_GRACE, self._abort_clients)
-                self._all_closed.addBoth(lambda r: cutoff.active() and cutoff.cancel())
-                waits.append(self._all_closed)
+                waits.append(self._all_closed.addBoth(_cancel, cutoff))
         log.info("nsqtx: stopping")
         return defer.DeferredList(waits)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from nsqtx.backlog import enqueue
 from nsqtx.channel import Channel
 from nsqtx.errors import QueueError
 from nsqtx.log import NSQLogger
@@ -84,19 +85,8 @@ class Topic:
         self.message_bytes += len(data) - BODY_OFFSET
 
     def _hold(self, messages) -> None:
-        backend = self.backend
-        memory = self.memory
-        room = self.options.mem_queue_size - len(memory)
-        if backend is not None and backend.depth:
-            room = 0
-        if room > 0:
-            memory.extend(messages[:room])
-        rest = messages[max(room, 0):]
-        if rest:
-            if backend is None:
-                self.dropped_count += len(rest)
-            else:
-                self.node.write_backend(backend, rest)
+        self.dropped_count += enqueue(self.memory, self.backend, self.options.mem_queue_size, messages,
+                                      self.node.write_backend)
         self._schedule_drain()
 
     def _schedule_drain(self) -> None:

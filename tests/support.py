@@ -18,6 +18,28 @@ from nsqtx.protocol_v2 import V2Factory
 RESPONSE, ERROR, MESSAGE = 0, 1, 2
 
 
+def encode(timestamp: int, attempts: int, msg_id: bytes, body: bytes) -> bytes:
+    """An encoded message as nsqd lays it out: timestamp, attempts, ID, body."""
+    return struct.pack(">qH", timestamp, attempts) + msg_id + body
+
+
+def message_id(data: bytes) -> bytes:
+    return data[10:26]
+
+
+def body(data: bytes) -> bytes:
+    return data[26:]
+
+
+def attempts(data: bytes) -> int:
+    return struct.unpack_from(">H", data, 8)[0]
+
+
+def ids(factory, count: int) -> list:
+    """`count` IDs from a GUIDFactory, joined from its runs as a message would join them."""
+    return [prefix + suffix for prefix, suffixes in factory.runs(count) for suffix in suffixes]
+
+
 def data_dir(case) -> str:
     """A fresh --data-path for one test, so no test sees another's nsqd.dat or queue files."""
     path = tempfile.mkdtemp(prefix="nsqtx-test-")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from nsqtx.errors import QueueError
-from nsqtx.message import attempts, body, new_messages
-from tests.support import Conn, make_node, mpub_body
+from nsqtx.message import new_messages
+from tests.support import MESSAGE, Conn, attempts, body, decode, make_node, mpub_body
 
 
 class ChannelTests(TestCase):
@@ -102,6 +102,24 @@ class ChannelTests(TestCase):
         channel = self.node.get_topic("t").get_channel("c")
         self.publish(b"1", b"2", b"3")
         self.assertEqual((len(channel.memory), channel.backend_depth()), (2, 1))
+
+    def test_new_messages_queue_behind_a_disk_backlog_even_when_memory_has_room(self):
+        self.node.options.mem_queue_size = 2
+        channel = self.node.get_topic("t").get_channel("c")
+        self.publish(b"1", b"2", b"3")
+        conn = Conn(self.node).magic()
+        conn.identify(output_buffer_timeout=-1)
+        conn.subscribe(rdy=1)
+        [(_, first_id, first)] = [decode(data) for kind, data in conn.frames() if kind == MESSAGE]
+        self.assertEqual((first, len(channel.memory), channel.backend_depth()), (b"1", 1, 1))
+        self.publish(b"4")
+        self.assertEqual((len(channel.memory), channel.backend_depth()), (1, 2))
+        got, msg_id = [first], first_id
+        for _ in range(3):
+            conn.command(b"FIN " + msg_id)
+            [(_, msg_id, data)] = conn.messages()
+            got.append(data)
+        self.assertEqual(got, [b"1", b"2", b"3", b"4"])
 
     def test_deleted_channel_cannot_take_messages(self):
         channel = self.node.get_topic("t").get_channel("c")

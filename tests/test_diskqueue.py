@@ -190,9 +190,11 @@ class DiskQueueTests(TestCase):
         q = self.queue()
         self.assertEqual(q.read(10), [b"one"])
 
-    def test_corrupt_segment_renamed_bad_and_skipped(self):
+    def assert_damaged_first_segment_is_set_aside(self, damage: bytes):
+        """Segment 0 holds a good record then `damage`; segment 1 a good record: both good ones are
+        read, segment 0 is kept as .bad, and the queue ends empty."""
         with open(self.path("t.diskqueue.000000.dat"), "wb") as f:
-            f.write(record(b"good") + struct.pack(">l", 99999) + b"garbage" * 10)
+            f.write(record(b"good") + damage)
         with open(self.path("t.diskqueue.000001.dat"), "wb") as f:
             f.write(record(b"next"))
         with open(self.path("t.diskqueue.meta.dat"), "wb") as f:
@@ -200,18 +202,14 @@ class DiskQueueTests(TestCase):
         q = self.queue()
         self.assertEqual(q.read(10), [b"good", b"next"])
         self.assertIn("t.diskqueue.000000.dat.bad", self.files())
+        self.assertNotIn("t.diskqueue.000000.dat", self.files())
         self.assertEqual(q.depth, 0)
 
+    def test_corrupt_segment_renamed_bad_and_skipped(self):
+        self.assert_damaged_first_segment_is_set_aside(struct.pack(">l", 99999) + b"garbage" * 10)
+
     def test_truncated_middle_segment_renamed_bad(self):
-        with open(self.path("t.diskqueue.000000.dat"), "wb") as f:
-            f.write(record(b"good") + struct.pack(">l", 10) + b"shor")
-        with open(self.path("t.diskqueue.000001.dat"), "wb") as f:
-            f.write(record(b"next"))
-        with open(self.path("t.diskqueue.meta.dat"), "wb") as f:
-            f.write(b"3\n0,0\n1,8\n")
-        q = self.queue()
-        self.assertEqual(q.read(10), [b"good", b"next"])
-        self.assertIn("t.diskqueue.000000.dat.bad", self.files())
+        self.assert_damaged_first_segment_is_set_aside(struct.pack(">l", 10) + b"shor")
 
     def test_reads_a_data_dir_written_the_way_go_nsqd_writes_it(self):
         # Two segments and a meta file as go-diskqueue leaves them: first record already consumed.

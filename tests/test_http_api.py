@@ -24,12 +24,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from nsqtx import log as nsqlog, message
+from nsqtx import log as nsqlog
 from nsqtx.diskqueue import DiskQueue
 from nsqtx.http_api import HTTPError, encode_json, make_site, parse_query
 from nsqtx.node import NSQD
 from nsqtx.options import Options
-from tests.support import MESSAGE, RESPONSE, Conn, data_dir, mpub_body
+from tests.support import MESSAGE, RESPONSE, Conn, body as message_body, data_dir, message_id, mpub_body
 
 START = 1000.0
 V1_HEADER = b"nsq; version=1.0"
@@ -118,7 +118,7 @@ class APITestCase(TestCase):
         return conn
 
     def bodies(self, queue):
-        return [message.body(data) for data in queue]
+        return [message_body(data) for data in queue]
 
     def stats(self, query: str = "") -> dict:
         response = self.get("/stats?format=json" + query)
@@ -235,8 +235,8 @@ class PubTests(APITestCase):
         self.post("/pub?topic=t", b"a")
         self.post("/pub?topic=t", b"b")
         first, second = self.node.topics["t"].memory
-        self.assertEqual(len(message.message_id(first)), 16)
-        self.assertNotEqual(message.message_id(first), message.message_id(second))
+        self.assertEqual(len(message_id(first)), 16)
+        self.assertNotEqual(message_id(first), message_id(second))
         self.assertEqual(struct.unpack(">qH", first[:10]), (int(START * 1e9), 0))
 
     def test_body_of_exactly_max_msg_size_is_accepted(self):

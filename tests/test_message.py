@@ -6,7 +6,8 @@ import struct
 from twisted.trial.unittest import TestCase
 
 from nsqtx.guid import GUIDFactory
-from nsqtx.message import Message, attempts, body, encode, message_id, new_messages
+from nsqtx.message import Message, new_messages
+from tests.support import attempts, body, encode, ids, message_id
 
 
 class FakeNode:
@@ -58,35 +59,35 @@ class DeliveryTests(TestCase):
 class GUIDTests(TestCase):
     def test_ids_are_unique_increasing_hex_and_carry_the_node_id(self):
         factory = GUIDFactory(77, clock=lambda: 1700000000 * 10**9)
-        ids = [factory.next_id() for _ in range(10000)]
-        self.assertEqual(len(set(ids)), 10000)
-        self.assertEqual(ids, sorted(ids))
-        for msg_id in ids:
+        all_ids = ids(factory, 10000)
+        self.assertEqual(len(set(all_ids)), 10000)
+        self.assertEqual(all_ids, sorted(all_ids))
+        for msg_id in all_ids:
             self.assertEqual(len(msg_id), 16)
             self.assertEqual((int(msg_id, 16) >> 12) & 1023, 77)
 
     def test_ids_keep_increasing_when_the_clock_steps_back(self):
         now = [1700000000 * 10**9]
         factory = GUIDFactory(1, clock=lambda: now[0])
-        first = factory.next_id()
+        [first] = ids(factory, 1)
         now[0] -= 10**9
-        self.assertGreater(factory.next_id(), first)
+        self.assertGreater(ids(factory, 1)[0], first)
 
     def test_ids_after_a_restart_exceed_earlier_ones(self):
-        before = GUIDFactory(1, clock=lambda: 1700000000 * 10**9).next_id()
-        after = GUIDFactory(1, clock=lambda: 1700000001 * 10**9).next_id()
+        [before] = ids(GUIDFactory(1, clock=lambda: 1700000000 * 10**9), 1)
+        [after] = ids(GUIDFactory(1, clock=lambda: 1700000001 * 10**9), 1)
         self.assertGreater(after, before)
 
     def test_batches_match_one_by_one_and_span_ticks(self):
         now = [1700000000 * 10**9]
-        batch = GUIDFactory(9, clock=lambda: now[0]).next_ids(10000)
+        batch = ids(GUIDFactory(9, clock=lambda: now[0]), 10000)
         single = GUIDFactory(9, clock=lambda: now[0])
-        self.assertEqual(batch, [single.next_id() for _ in range(10000)])
+        self.assertEqual(batch, [ids(single, 1)[0] for _ in range(10000)])
         self.assertEqual(len(set(batch)), 10000)
         self.assertEqual(batch, sorted(batch))
         self.assertEqual([int(i, 16) & 0xfff for i in batch[4094:4098]], [4094, 4095, 0, 1])
 
     def test_layout_is_time_node_sequence(self):
         ns = 1700000000 * 10**9
-        [first] = GUIDFactory(5, clock=lambda: ns).next_ids(1)
+        [first] = ids(GUIDFactory(5, clock=lambda: ns), 1)
         self.assertEqual(int(first, 16), (((ns >> 20) - 1288834974288) << 22) | (5 << 12))

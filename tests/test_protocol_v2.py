@@ -6,8 +6,7 @@ import struct
 
 from twisted.trial.unittest import TestCase
 
-from nsqtx.message import body, message_id
-from tests.support import ERROR, MESSAGE, RESPONSE, Conn, decode, make_node, mpub_body
+from tests.support import ERROR, MESSAGE, RESPONSE, Conn, body, decode, make_node, message_id, mpub_body
 
 
 class Base(TestCase):

@@ -20,7 +20,7 @@ import urllib.request
 
 from twisted.trial import unittest
 
-from tests.test_tap import free_port, make_tempdir, subprocess_env, twistd
+from tests.test_tap import free_port, make_tempdir, subprocess_env, twistd, wait_for_ping
 
 RESPONSE, ERROR, MESSAGE = 0, 1, 2
 HEARTBEAT = b"_heartbeat_"
@@ -154,18 +154,7 @@ class Server:
             return f.read().decode("utf-8", "replace")
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                self.case.fail("twistd exited with %s before answering:\n%s" % (self.proc.returncode, self.output()))
-            if time.monotonic() > deadline:
-                self.case.fail("no answer on /ping within %ss:\n%s" % (timeout, self.output()))
-            try:
-                with urllib.request.urlopen("http://127.0.0.1:%d/ping" % self.http_port, timeout=2) as r:
-                    body = r.read()
-                    break
-            except OSError:
-                time.sleep(0.05)
+        body = wait_for_ping(self.case, self.proc, self.http_port, timeout, self.output)
         self.case.assertEqual(body, b"OK", self.output())
 
     def http(self, method: str, path: str) -> bytes:

@@ -301,6 +301,23 @@ def twistd(*args):
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"] + list(args)
 
 
+def wait_for_ping(case, proc, http_port: int, timeout: float, output) -> bytes:
+    """Poll a twistd subprocess' /ping until it answers (its body) or `timeout` passes; fail the test
+    with the server's `output()` if it exits or stays silent. The only wall-clock wait in the suite,
+    and only because the server is a real process."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            case.fail("twistd exited with %s before answering:\n%s" % (proc.returncode, output()))
+        if time.monotonic() > deadline:
+            case.fail("no answer on /ping within %ss:\n%s" % (timeout, output()))
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/ping" % http_port, timeout=2) as r:
+                return r.read()
+        except OSError:
+            time.sleep(0.05)
+
+
 def subprocess_env():
     """The child imports the same nsqtx as this process (the source tree or the installed copy)."""
     env = dict(os.environ)
@@ -333,19 +350,7 @@ class TwistdTests(unittest.TestCase):
             with open(log_path, "rb") as f:
                 return f.read().decode("utf-8", "replace")
 
-        deadline = time.monotonic() + self.START_TIMEOUT
-        body = None
-        while body is None:
-            if proc.poll() is not None:
-                self.fail("twistd exited with %s before answering:\n%s" % (proc.returncode, output()))
-            if time.monotonic() > deadline:
-                self.fail("no answer on /ping within %ss:\n%s" % (self.START_TIMEOUT, output()))
-            try:
-                with urllib.request.urlopen("http://127.0.0.1:%d/ping" % http_port, timeout=2) as r:
-                    body = r.read()
-            except OSError:
-                time.sleep(0.05)
-        self.assertEqual(body, b"OK")
+        self.assertEqual(wait_for_ping(self, proc, http_port, self.START_TIMEOUT, output), b"OK")
         client = socket.create_connection(("127.0.0.1", tcp_port), timeout=self.STOP_TIMEOUT)
         self.addCleanup(client.close)
         # A published message answered OK: the server has accepted and is serving this client.
