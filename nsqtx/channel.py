@@ -3,20 +3,21 @@
 Delivery is a pump run in the caller's stack (publish, RDY, FIN/REQ, scan, unpause): nothing waits on
 a per-message timer or Deferred. Expiry is a periodic scan of two heaps (see :meth:`Channel.scan`).
 
-Ready messages (encoded bytes, see :mod:`nsqtx.message`) live in memory up to --mem-queue-size, then
+Ready messages (batches of encoded messages, see :mod:`nsqtx.batch`) live in memory up to --mem-queue-size, then
 in the channel's disk queue (none for ephemeral channels, which drop the excess). Once anything is on
 disk, new messages queue behind it there too, so a backlog comes back in publish order; the pump
 reads from disk only as many messages as subscribers can take at that moment.
 """
 from __future__ import annotations
 
-from collections import deque
 from heapq import heapify, heappop, heappush
 
 from nsqtx.backlog import enqueue
+from nsqtx.batch import Batch
 from nsqtx.errors import QueueError
 from nsqtx.log import NSQLogger
-from nsqtx.message import MIN_ENCODED_LENGTH, Message
+from nsqtx.memory_queue import MemoryQueue
+from nsqtx.message import Message
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
@@ -36,7 +37,7 @@ class Channel:
         self.clock = topic.node.clock
         self.options = topic.node.options
         self.ephemeral = is_ephemeral(name)
-        self.memory = deque()
+        self.memory = MemoryQueue()
         #: the disk queue behind `memory`; None for ephemeral channels
         self.backend = None if self.ephemeral else self.node.backend_queue("%s:%s" % (topic.name, name))
         #: subscribed connections, in subscription order; delivery goes round robin over them
@@ -68,12 +69,12 @@ class Channel:
 
     # -- putting messages in
 
-    def put(self, messages) -> None:
-        """Queue new encoded messages: memory first, then disk; QueueError if the disk refuses them."""
+    def put(self, batch: Batch) -> None:
+        """Queue new messages: memory first, then disk; QueueError if the disk refuses them."""
         if self.exiting:
             raise QueueError("exiting")
-        self.message_count += len(messages)
-        self.dropped_count += enqueue(self.memory, self.backend, self.options.mem_queue_size, messages,
+        self.message_count += batch.count
+        self.dropped_count += enqueue(self.memory, self.backend, self.options.mem_queue_size, batch,
                                       self.node.write_backend)
         self.pump()
 
@@ -125,14 +126,9 @@ class Channel:
 
     def _refill(self, count: int) -> bool:
         """Move up to `count` messages from disk to memory; False if none could be read."""
-        records = self.backend.read(count)
-        for record in records:
-            if len(record) >= MIN_ENCODED_LENGTH:
-                self.memory.append(record)
-            else:
-                log.error("CHANNEL({channel}): failed to decode message - invalid message buffer size ({size})",
-                          channel=self.name, size=len(record))
-        return bool(records)
+        batch = self.backend.read(count)
+        self.memory.put(batch)
+        return batch.count > 0
 
     def _deliver(self) -> None:
         memory = self.memory
@@ -272,12 +268,13 @@ class Channel:
         backend = self.backend
         if backend is None:
             return
-        pending = list(self.memory)
-        pending.extend(m.requeued() for m in self.in_flight.values())
-        pending.extend(entry[2] for entry in self.deferred)
-        if pending:
+        pending = self.memory.take()
+        pending.append(Batch.of(m.requeued() for m in self.in_flight.values()))
+        pending.append(Batch.of(entry[2] for entry in self.deferred))
+        count = sum(map(len, pending))
+        if count:
             log.info("CHANNEL({channel}): flushing {n} memory/in-flight/deferred messages to backend",
-                     channel=self.name, n=len(pending))
+                     channel=self.name, n=count)
             self.node.flush_to_backend(backend, pending)
         backend.close()
 

@@ -16,6 +16,7 @@ import os
 import re
 import struct
 
+from nsqtx.batch import Batch
 from nsqtx.files import replace_file
 from nsqtx.log import NSQLogger
 
@@ -23,7 +24,6 @@ log = NSQLogger()
 
 _LENGTH = struct.Struct(">l")
 _unpack_length = _LENGTH.unpack_from
-_pack_length = _LENGTH.pack
 _META = re.compile(rb"(-?\d+)\n(\d+),(\d+)\n(\d+),(\d+)\n?\Z")
 READ_CHUNK = 1 << 20
 
@@ -194,43 +194,42 @@ class DiskQueue:
 
     # -- writing
 
-    def put(self, records) -> None:
-        """Append `records` (a list of bytes) in order; raises OSError or ValueError, writing none."""
+    def put(self, batch: Batch) -> None:
+        """Append a batch's records in order; raises OSError or ValueError, writing none (unless
+        the batch spans files: then the files already completed stay written)."""
         if self.closed:
             raise OSError("exiting")
-        for data in records:
-            if not self.min_msg_size <= len(data) <= self.max_msg_size:
+        sizes = list(batch.sizes())
+        for size in sizes:
+            if not self.min_msg_size <= size <= self.max_msg_size:
                 raise ValueError("invalid message write size (%d) minMsgSize=%d maxMsgSize=%d"
-                                 % (len(data), self.min_msg_size, self.max_msg_size))
-        parts = []
-        pending = 0
-        count = 0
-        for data in records:
-            total = 4 + len(data)
+                                 % (size, self.min_msg_size, self.max_msg_size))
+        view = memoryview(batch.records)
+        start = end = count = 0
+        for size in sizes:
+            total = 4 + size
+            pending = end - start
             if self.write_pos + pending > 0 and self.write_pos + pending + total > self.max_bytes_per_file:
-                self._write(parts, pending, count)
-                parts = []
-                pending = count = 0
+                self._write(view[start:end], count)
+                start = end
+                count = 0
                 self._roll()
-            parts.append(_pack_length(len(data)))
-            parts.append(data)
-            pending += total
+            end += total
             count += 1
-        self._write(parts, pending, count)
-        self._unsynced += len(records)
+        self._write(view[start:end], count)
+        self._unsynced += len(sizes)
         if self._unsynced >= self.sync_every:
             self.sync()
         else:
             self._arm_sync()
 
-    def _write(self, parts, size: int, count: int) -> None:
-        if not parts:
+    def _write(self, view, count: int) -> None:
+        size = len(view)
+        if not size:
             return
         if self._write_fd is None:
             self._write_fd = os.open(self.file_name(self.write_file_num), os.O_RDWR | os.O_CREAT, 0o600)
             os.lseek(self._write_fd, self.write_pos, os.SEEK_SET)
-        data = b"".join(parts)
-        view = memoryview(data)
         written = 0
         try:
             while written < size:
@@ -264,10 +263,14 @@ class DiskQueue:
 
     # -- reading
 
-    def read(self, max_count: int):
-        """Take up to `max_count` records off the front (fewer if the queue has fewer)."""
-        out = []
-        while len(out) < max_count and not self.closed:
+    def read(self, max_count: int) -> Batch:
+        """Take up to `max_count` records off the front (fewer if the queue has fewer), as a batch
+        cut from the read buffer in as few pieces as the buffer's refills allow."""
+        pieces = []
+        #: the run of records taken from the current read buffer: (buffer, start, end)
+        run_buf, run_start, run_end = None, 0, 0
+        count = 0
+        while count < max_count and not self.closed:
             if self.read_file_num == self.write_file_num and self.read_pos >= self.write_pos:
                 self._check_tail()
                 break
@@ -293,13 +296,20 @@ class DiskQueue:
                 self._bad_file("short read of a %d byte record at %d" % (length, self.read_pos))
                 continue
             idx = self.read_pos - self._rbuf_start
-            out.append(self._rbuf[idx + 4:idx + 4 + length])
+            if self._rbuf is not run_buf or idx != run_end:
+                if run_buf is not None:
+                    pieces.append(run_buf[run_start:run_end])
+                run_buf, run_start = self._rbuf, idx
+            run_end = idx + 4 + length
+            count += 1
             self.read_pos += 4 + length
             self.depth -= 1
             self._dirty = True
-        if out:
+        if run_buf is not None:
+            pieces.append(run_buf[run_start:run_end])
+        if count:
             self._arm_sync()
-        return out
+        return Batch(b"".join(pieces), count)
 
     def _open_read(self) -> bool:
         path = self.file_name(self.read_file_num)

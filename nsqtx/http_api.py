@@ -24,7 +24,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from nsqtx import stats
 from nsqtx.errors import FatalClientError, QueueError
 from nsqtx.log import NSQLogger, set_log_level
-from nsqtx.message import new_messages
+from nsqtx.message import new_batch
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name
 from nsqtx.options import LOG_LEVELS
 from nsqtx.mpub import decode_mpub
@@ -342,7 +342,7 @@ class HTTPAPI:
             if delay_ms is None or not 0 <= delay_ms <= options.max_req_timeout * 1000:
                 raise HTTPError(400, "INVALID_DEFER")
             delay = delay_ms / 1000.0
-        self._put(topic, new_messages(node, (body,)), "PUB_FAILED", delay)
+        self._put(topic, new_batch(node, (body,)), "PUB_FAILED", delay)
         return "OK"
 
     @app.route("/mpub", methods=["POST"])
@@ -364,12 +364,12 @@ class HTTPAPI:
                 # Go would read on (bounded by count x --max-msg-size); we never hold more than this
                 raise HTTPError(413, "BODY_TOO_BIG")
             try:
-                messages = decode_mpub(body, node, options.max_msg_size, max_body, trailing_ok=True)
+                batch = decode_mpub(body, node, options.max_msg_size, max_body, trailing_ok=True)
             except FatalClientError as err:
                 raise HTTPError(413, err.code[2:])
         else:
-            messages = self._split_lines(body, max_body, options.max_msg_size)
-        self._put(topic, messages, "MPUB_FAILED")
+            batch = self._split_lines(body, max_body, options.max_msg_size)
+        self._put(topic, batch, "MPUB_FAILED")
         return "OK"
 
     def _split_lines(self, body: bytes, max_body: int, max_msg: int):
@@ -388,15 +388,16 @@ class HTTPAPI:
                     raise HTTPError(413, "MSG_TOO_BIG")
                 lines.append(line)
             if newline < 0:
-                return new_messages(self.node, lines)
+                return new_batch(self.node, lines)
             pos = end
 
-    def _put(self, topic, messages, failed: str, delay: float = 0.0) -> None:
+    def _put(self, topic, batch, failed: str, delay: float = 0.0) -> None:
         try:
             if delay:
-                topic.put_deferred(messages[0], delay)
+                (data,) = batch
+                topic.put_deferred(data, delay)
             else:
-                topic.put(messages)
+                topic.put(batch)
         except QueueError:
             # Go's put only fails while exiting (503 EXITING); our other failure, a disk queue that
             # refuses the write, is also "try again later", named as TCP's E_PUB_FAILED is.

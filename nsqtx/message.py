@@ -1,13 +1,16 @@
 """Messages as nsqd encodes them: 8-byte ns timestamp, 2-byte attempts, 16-byte hex ID, body.
 
-A queued message (ready in memory, deferred, or on disk) is just that encoded `bytes`: immutable, so
-every channel of a topic shares one object; not a container, so CPython's garbage collector never
-walks a large queue; and already in the disk queue's record format. Only a message in flight, of
-which RDY bounds the number, gets a :class:`Message` object for its delivery state.
+A queued message (ready in memory, deferred, or on disk) is just that encoded `bytes`, held in a
+:class:`~nsqtx.batch.Batch` with the others published with it: immutable, so every channel of a
+topic shares it; not a container, so CPython's garbage collector never walks a large queue; and
+already in the disk queue's record format. Only a message in flight, of which RDY bounds the number,
+gets a :class:`Message` object for its delivery state.
 """
 from __future__ import annotations
 
 import struct
+
+from nsqtx.batch import Batch
 
 _ENCODED_HEADER = struct.Struct(">qH")
 _unpack_header = _ENCODED_HEADER.unpack_from
@@ -19,20 +22,23 @@ ID_LENGTH = 16
 #: timestamp + attempts + ID: the smallest valid encoded message, as nsqd's minValidMsgLength.
 MIN_ENCODED_LENGTH = _ENCODED_HEADER.size + ID_LENGTH
 BODY_OFFSET = MIN_ENCODED_LENGTH
+#: a new message's record up to its body: record length, timestamp, attempts, ID (13-digit prefix, 3-digit suffix)
+_pack_record_header = struct.Struct(">lqH13s3s").pack
 FRAME_TYPE_MESSAGE = 2
 
 
-def new_messages(node, bodies) -> list:
-    """Encode freshly published bodies with new IDs and one publish timestamp."""
-    header = _ENCODED_HEADER.pack(node.now_ns(), 0)
-    join = b"".join
+def new_batch(node, bodies) -> Batch:
+    """Encode freshly published bodies, with new IDs and one publish timestamp, into one batch."""
+    timestamp = node.now_ns()
     remaining = iter(bodies)
-    messages = []
+    parts = []
+    append = parts.append
     for id_prefix, suffixes in node.guid.runs(len(bodies)):
-        head = header + id_prefix
         # zip stops at the end of this run's suffixes without taking a body from `remaining`
-        messages += [join((head, suffix, body)) for suffix, body in zip(suffixes, remaining)]
-    return messages
+        for suffix, body in zip(suffixes, remaining):
+            append(_pack_record_header(MIN_ENCODED_LENGTH + len(body), timestamp, 0, id_prefix, suffix))
+            append(body)
+    return Batch(b"".join(parts), len(parts) // 2)
 
 
 class Message:

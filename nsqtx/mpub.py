@@ -4,13 +4,13 @@ from __future__ import annotations
 import struct
 
 from nsqtx.errors import FatalClientError
-from nsqtx.message import new_messages
+from nsqtx.message import new_batch
 
 _unpack_int32 = struct.Struct(">l").unpack_from
 
 
 def decode_mpub(body, node, max_msg_size: int, max_body_size: int, trailing_ok: bool = False):
-    """Split an MPUB body (count, then size-prefixed messages) into new encoded messages, all or nothing.
+    """Split an MPUB body (count, then size-prefixed messages) into a batch of new messages, all or nothing.
 
     Over TCP the body's length is declared, so bytes after the last message are an error; HTTP's
     /mpub?binary=true passes `trailing_ok`, since Go reads the messages off the request stream and
@@ -23,7 +23,6 @@ def decode_mpub(body, node, max_msg_size: int, max_body_size: int, trailing_ok: 
         raise FatalClientError("E_BAD_BODY", "MPUB invalid message count %d" % count)
     bodies = []
     append = bodies.append
-    view = memoryview(body)
     pos = 4
     i = 0
     try:
@@ -33,12 +32,12 @@ def decode_mpub(body, node, max_msg_size: int, max_body_size: int, trailing_ok: 
             pos = start + size
             if size <= 0 or size > max_msg_size or pos > end:
                 raise _bad_message(i, size, max_msg_size)
-            append(view[start:pos])
+            append(body[start:pos])
     except struct.error:
         raise FatalClientError("E_BAD_MESSAGE", "MPUB failed to read message(%d) body size" % i)
     if pos != end and not trailing_ok:
         raise FatalClientError("E_BAD_BODY", "MPUB body has %d bytes after the last message" % (end - pos))
-    return new_messages(node, bodies)
+    return new_batch(node, bodies)
 
 
 def _bad_message(i: int, size: int, max_msg_size: int) -> FatalClientError:

@@ -75,11 +75,11 @@ class NSQD(Service):
                          options.max_msg_size + MIN_ENCODED_LENGTH, options.sync_every, options.sync_timeout,
                          self.clock)
 
-    def write_backend(self, backend: DiskQueue, records) -> None:
-        """Write to a disk queue; a failure marks the node unhealthy (/ping, /stats) and raises
-        QueueError, which the publisher sees as E_PUB_FAILED / a 503."""
+    def write_backend(self, backend: DiskQueue, batch) -> None:
+        """Write a batch to a disk queue; a failure marks the node unhealthy (/ping, /stats) and
+        raises QueueError, which the publisher sees as E_PUB_FAILED / a 503."""
         try:
-            backend.put(records)
+            backend.put(batch)
         except (OSError, ValueError) as err:
             self.health_error = "failed to write message to backend - %s" % (err,)
             log.error("DISKQUEUE({name}): {error}", name=backend.name, error=self.health_error)
@@ -87,10 +87,11 @@ class NSQD(Service):
         if self.health_error is not None:
             self.health_error = None
 
-    def flush_to_backend(self, backend: DiskQueue, messages) -> None:
-        """Shutdown's last write: a failure is logged (by write_backend) and shutdown carries on."""
+    def flush_to_backend(self, backend: DiskQueue, batches) -> None:
+        """Shutdown's last writes: a failure is logged (by write_backend) and shutdown carries on."""
         try:
-            self.write_backend(backend, messages)
+            for batch in batches:
+                self.write_backend(backend, batch)
         except QueueError:
             pass
 

@@ -16,7 +16,7 @@ from nsqtx.errors import ClientError, FatalClientError, QueueError
 from nsqtx.goformat import base10, quote, text
 from nsqtx.identify import decode_identify, feature_reply, negotiate
 from nsqtx.log import NSQLogger, debug_enabled
-from nsqtx.message import ID_LENGTH, new_messages
+from nsqtx.message import ID_LENGTH, new_batch
 from nsqtx.mpub import decode_mpub
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name
 
@@ -335,16 +335,17 @@ class ProtocolV2(ClientConnection):
             raise FatalClientError("E_BAD_TOPIC", "%s%s topic name %s is not valid" % (prefix, command, quote(name)))
         return name
 
-    def _put(self, topic_name: str, messages, error_code: str, command: str, delay: float = 0.0) -> None:
+    def _put(self, topic_name: str, batch, error_code: str, command: str, delay: float = 0.0) -> None:
         topic = self.node.get_topic(topic_name)
         try:
             if delay:
-                topic.put_deferred(messages[0], delay)
+                (data,) = batch
+                topic.put_deferred(data, delay)
             else:
-                topic.put(messages)
+                topic.put(batch)
         except QueueError as err:
             raise FatalClientError(error_code, "%s failed %s" % (command, err))
-        self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + len(messages)
+        self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + batch.count
         self.send_response(OK)
 
     def PUB(self, params) -> None:
@@ -352,7 +353,7 @@ class ProtocolV2(ClientConnection):
         self._read_body(_size_check("PUB", self.node.options.max_msg_size, message=True), self._pub_body, name)
 
     def _pub_body(self, body) -> None:
-        self._put(self._body_context, new_messages(self.node, (body,)), "E_PUB_FAILED", "PUB")
+        self._put(self._body_context, new_batch(self.node, (body,)), "E_PUB_FAILED", "PUB")
 
     def DPUB(self, params) -> None:
         name = self._publish_topic(params, "DPUB", 3)
@@ -368,15 +369,15 @@ class ProtocolV2(ClientConnection):
 
     def _dpub_body(self, body) -> None:
         name, delay = self._body_context
-        self._put(name, new_messages(self.node, (body,)), "E_DPUB_FAILED", "DPUB", delay)
+        self._put(name, new_batch(self.node, (body,)), "E_DPUB_FAILED", "DPUB", delay)
 
     def MPUB(self, params) -> None:
         name = self._publish_topic(params, "MPUB", 2)
         self._read_body(_size_check("MPUB", self.node.options.max_body_size), self._mpub_body, name)
 
     def _mpub_body(self, body) -> None:
-        messages = decode_mpub(body, self.node, self.node.options.max_msg_size, self.node.options.max_body_size)
-        self._put(self._body_context, messages, "E_MPUB_FAILED", "MPUB")
+        batch = decode_mpub(body, self.node, self.node.options.max_msg_size, self.node.options.max_body_size)
+        self._put(self._body_context, batch, "E_MPUB_FAILED", "MPUB")
 
 
 class V2Factory(Factory):

@@ -7,13 +7,13 @@ other clients.
 """
 from __future__ import annotations
 
-from collections import deque
-
 from nsqtx.backlog import enqueue
+from nsqtx.batch import Batch
 from nsqtx.channel import Channel
 from nsqtx.errors import QueueError
 from nsqtx.log import NSQLogger
-from nsqtx.message import BODY_OFFSET, MIN_ENCODED_LENGTH
+from nsqtx.memory_queue import MemoryQueue
+from nsqtx.message import BODY_OFFSET
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
@@ -29,7 +29,7 @@ class Topic:
         self.options = node.options
         self.ephemeral = is_ephemeral(name)
         self.channels = {}
-        self.memory = deque()
+        self.memory = MemoryQueue()
         #: deferred (DPUB) messages held with their delay, as (encoded message, seconds)
         self.held_deferred = []
         self.backend = None if self.ephemeral else node.backend_queue(name)
@@ -53,19 +53,19 @@ class Topic:
     def _holding(self) -> bool:
         return bool(self.memory) or bool(self.held_deferred) or self.backend_depth() > 0
 
-    def put(self, messages) -> None:
-        """Accept encoded messages, raising QueueError if the topic is exiting or its disk refuses them.
+    def put(self, batch: Batch) -> None:
+        """Accept a batch, raising QueueError if the topic is exiting or its disk refuses it.
 
-        Every channel gets the same list of the same immutable messages: fan-out copies nothing."""
+        Every channel gets the same immutable batch: fan-out copies nothing."""
         if self.exiting:
             raise QueueError("exiting")
         if self.channels and not self.paused and not self._holding():
             for channel in list(self.channels.values()):
-                channel.put(messages)
+                channel.put(batch)
         else:
-            self._hold(messages)
-        self.message_count += len(messages)
-        self.message_bytes += sum(map(len, messages)) - BODY_OFFSET * len(messages)
+            self._hold(batch)
+        self.message_count += batch.count
+        self.message_bytes += len(batch.records) - (4 + BODY_OFFSET) * batch.count
 
     def put_deferred(self, data: bytes, delay: float) -> None:
         """A DPUB: each channel holds it back for `delay` seconds; a topic without channels (or
@@ -80,12 +80,12 @@ class Topic:
             self._schedule_drain()
         else:
             # beyond the memory bound it goes to disk (or is dropped) without its delay, as in nsqd
-            self._hold([data])
+            self._hold(Batch.of((data,)))
         self.message_count += 1
         self.message_bytes += len(data) - BODY_OFFSET
 
-    def _hold(self, messages) -> None:
-        self.dropped_count += enqueue(self.memory, self.backend, self.options.mem_queue_size, messages,
+    def _hold(self, batch: Batch) -> None:
+        self.dropped_count += enqueue(self.memory, self.backend, self.options.mem_queue_size, batch,
                                       self.node.write_backend)
         self._schedule_drain()
 
@@ -99,19 +99,13 @@ class Topic:
         if self.exiting or not self.channels or self.paused:
             return
         deferred, self.held_deferred = self.held_deferred, []
-        batch = []
-        while self.memory and len(batch) < _DRAIN_BATCH:
-            batch.append(self.memory.popleft())
-        if not batch and self.backend is not None:
-            for record in self.backend.read(_DRAIN_BATCH):
-                if len(record) >= MIN_ENCODED_LENGTH:
-                    batch.append(record)
-                else:
-                    log.error("TOPIC({topic}): failed to decode message - invalid message buffer size ({size})",
-                              topic=self.name, size=len(record))
+        batches = self.memory.take(_DRAIN_BATCH)
+        if not batches and self.backend is not None:
+            batches = [self.backend.read(_DRAIN_BATCH)]
         try:
             for channel in list(self.channels.values()):
-                channel.put(batch)
+                for batch in batches:
+                    channel.put(batch)
                 for data, delay in deferred:
                     channel.put_deferred(data, delay)
         except QueueError as err:
@@ -168,9 +162,12 @@ class Topic:
         for channel in list(self.channels.values()):
             channel.close()
         if self.backend is not None:
-            pending = list(self.memory) + [data for data, _ in self.held_deferred]
+            pending = self.memory.take()
+            if self.held_deferred:
+                pending.append(Batch.of(data for data, _ in self.held_deferred))
             if pending:
-                log.info("TOPIC({topic}): flushing {n} memory messages to backend", topic=self.name, n=len(pending))
+                log.info("TOPIC({topic}): flushing {n} memory messages to backend", topic=self.name,
+                         n=sum(map(len, pending)))
                 self.node.flush_to_backend(self.backend, pending)
             self.backend.close()
 

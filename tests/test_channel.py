@@ -4,7 +4,7 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from nsqtx.errors import QueueError
-from nsqtx.message import new_messages
+from nsqtx.message import new_batch
 from tests.support import MESSAGE, Conn, attempts, body, decode, make_node, mpub_body
 
 
@@ -20,10 +20,7 @@ class ChannelTests(TestCase):
         return conn
 
     def publish(self, *bodies, topic="t"):
-        self.node.get_topic(topic).put([self._message(b) for b in bodies])
-
-    def _message(self, body):
-        return new_messages(self.node, [body])[0]
+        self.node.get_topic(topic).put(new_batch(self.node, bodies))
 
     def test_paused_channel_holds_messages_until_unpaused(self):
         conn = self.consumer()
@@ -124,7 +121,7 @@ class ChannelTests(TestCase):
     def test_deleted_channel_cannot_take_messages(self):
         channel = self.node.get_topic("t").get_channel("c")
         self.node.topics["t"].delete_channel("c")
-        self.assertRaises(QueueError, channel.put, [self._message(b"x")])
+        self.assertRaises(QueueError, channel.put, new_batch(self.node, [b"x"]))
 
     def test_timed_out_and_requeued_messages_are_never_dropped_by_the_bound(self):
         self.node.options.mem_queue_size = 1
@@ -186,10 +183,13 @@ class ChannelTests(TestCase):
         b = self.node.get_topic("t").get_channel("b")
         conn = Conn(self.node, 9000).magic()
         conn.command(b"MPUB t", mpub_body([b"shared"]))
-        self.assertIs(a.memory[0], b.memory[0])
+        [batch_a], [batch_b] = a.memory.take(), b.memory.take()
+        self.assertIs(batch_a, batch_b)
+        a.memory.put(batch_a)
+        b.memory.put(batch_b)
         first = Conn(self.node, 5001).magic()
         first.subscribe(b"t", b"a", rdy=1)
         msg_id = first.frames()[-1][1][10:26]
         first.command(b"REQ " + msg_id + b" 0")
         self.assertEqual(a.in_flight[msg_id].attempts, 2)
-        self.assertEqual(attempts(b.memory[0]), 0)
+        self.assertEqual([attempts(m) for m in b.memory], [0])

@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from nsqtx import diskqueue
+from nsqtx.batch import Batch
 from nsqtx.diskqueue import DiskQueue
 
 
@@ -37,17 +38,17 @@ class DiskQueueTests(TestCase):
 
     def test_round_trip_in_order(self):
         q = self.queue()
-        q.put([b"a", b"bb"])
-        q.put([b"ccc"])
+        q.put(Batch.of([b"a", b"bb"]))
+        q.put(Batch.of([b"ccc"]))
         self.assertEqual(q.depth, 3)
-        self.assertEqual(q.read(2), [b"a", b"bb"])
+        self.assertEqual(list(q.read(2)), [b"a", b"bb"])
         self.assertEqual(q.depth, 1)
-        self.assertEqual(q.read(10), [b"ccc"])
-        self.assertEqual((q.read(10), q.depth), ([], 0))
+        self.assertEqual(list(q.read(10)), [b"ccc"])
+        self.assertEqual((list(q.read(10)), q.depth), ([], 0))
 
     def test_file_format_is_go_diskqueues(self):
         q = self.queue()
-        q.put([b"hello", b"x"])
+        q.put(Batch.of([b"hello", b"x"]))
         q.sync()
         with open(self.path("t.diskqueue.000000.dat"), "rb") as f:
             self.assertEqual(f.read(), record(b"hello") + record(b"x"))
@@ -59,31 +60,31 @@ class DiskQueueTests(TestCase):
     def test_rollover_and_reading_across_files(self):
         q = self.queue(max_bytes=30)
         bodies = [b"%02d-padding" % i for i in range(10)]
-        q.put(bodies[:4])
+        q.put(Batch.of(bodies[:4]))
         for body in bodies[4:]:
-            q.put([body])
+            q.put(Batch.of([body]))
         self.assertEqual(q.write_file_num, 4)
         self.assertEqual(len([f for f in self.files() if f.endswith(".dat") and "meta" not in f]), 5)
         for name in self.files():
             if "meta" not in name:
                 self.assertLessEqual(os.path.getsize(self.path(name)), 30)
-        self.assertEqual(q.read(3), bodies[:3])
+        self.assertEqual(list(q.read(3)), bodies[:3])
         self.assertNotIn("t.diskqueue.000000.dat", self.files())
-        self.assertEqual(q.read(100), bodies[3:])
+        self.assertEqual(list(q.read(100)), bodies[3:])
         self.assertEqual(q.depth, 0)
         self.assertEqual([f for f in self.files() if "meta" not in f], ["t.diskqueue.000004.dat"])
 
     def test_a_record_bigger_than_a_file_still_gets_a_file(self):
         q = self.queue(max_bytes=10)
-        q.put([b"x" * 50, b"y" * 50])
+        q.put(Batch.of([b"x" * 50, b"y" * 50]))
         self.assertEqual(q.write_file_num, 1)
-        self.assertEqual(q.read(5), [b"x" * 50, b"y" * 50])
+        self.assertEqual(list(q.read(5)), [b"x" * 50, b"y" * 50])
 
     def test_reads_in_bounded_chunks(self):
         self.patch(diskqueue, "READ_CHUNK", 7)
         q = self.queue(max_bytes=10 ** 6)
         bodies = [bytes([65 + i % 26]) * (1 + i % 40) for i in range(300)]
-        q.put(bodies)
+        q.put(Batch.of(bodies))
         got = []
         while True:
             batch = q.read(13)
@@ -94,22 +95,22 @@ class DiskQueueTests(TestCase):
 
     def test_reopen_continues_where_it_left(self):
         q = self.queue(max_bytes=40)
-        q.put([b"%d-abcdefgh" % i for i in range(6)])
-        self.assertEqual(q.read(2), [b"0-abcdefgh", b"1-abcdefgh"])
+        q.put(Batch.of([b"%d-abcdefgh" % i for i in range(6)]))
+        self.assertEqual(list(q.read(2)), [b"0-abcdefgh", b"1-abcdefgh"])
         q.close()
         again = self.queue(max_bytes=40)
         self.assertEqual(again.depth, 4)
-        again.put([b"6-abcdefgh"])
-        self.assertEqual(again.read(10), [b"%d-abcdefgh" % i for i in range(2, 7)])
+        again.put(Batch.of([b"6-abcdefgh"]))
+        self.assertEqual(list(again.read(10)), [b"%d-abcdefgh" % i for i in range(2, 7)])
 
     def test_sync_every_writes_metadata_at_once(self):
         q = self.queue(sync_every=1)
-        q.put([b"a"])
+        q.put(Batch.of([b"a"]))
         self.assertEqual(self.meta(), b"1\n0,0\n0,5\n")
 
     def test_sync_timeout_writes_metadata_later(self):
         q = self.queue(sync_every=100, sync_timeout=2.0)
-        q.put([b"a"])
+        q.put(Batch.of([b"a"]))
         self.assertNotIn("t.diskqueue.meta.dat", self.files())
         self.clock.advance(1.9)
         self.assertNotIn("t.diskqueue.meta.dat", self.files())
@@ -118,60 +119,60 @@ class DiskQueueTests(TestCase):
 
     def test_empty_removes_files_and_moves_on(self):
         q = self.queue(max_bytes=20)
-        q.put([b"aaaaaaaa", b"bbbbbbbb", b"cccccccc"])
+        q.put(Batch.of([b"aaaaaaaa", b"bbbbbbbb", b"cccccccc"]))
         q.empty()
         self.assertEqual(q.depth, 0)
         self.assertEqual(self.files(), ["t.diskqueue.meta.dat"])
         self.assertEqual(self.meta(), b"0\n3,0\n3,0\n")
-        q.put([b"new"])
-        self.assertEqual(q.read(5), [b"new"])
+        q.put(Batch.of([b"new"]))
+        self.assertEqual(list(q.read(5)), [b"new"])
 
     def test_delete_removes_everything(self):
         q = self.queue()
-        q.put([b"a"])
+        q.put(Batch.of([b"a"]))
         q.sync()
         q.delete()
         self.assertEqual(self.files(), [])
-        self.assertRaises(OSError, q.put, [b"b"])
+        self.assertRaises(OSError, q.put, Batch.of([b"b"]))
 
     def test_invalid_sizes_refused_whole(self):
         q = self.queue()
-        self.assertRaises(ValueError, q.put, [b"ok", b""])
-        self.assertRaises(ValueError, q.put, [b"x" * 1001])
+        self.assertRaises(ValueError, q.put, Batch.of([b"ok", b""]))
+        self.assertRaises(ValueError, q.put, Batch.of([b"x" * 1001]))
         self.assertEqual(q.depth, 0)
 
     def test_records_written_after_the_last_sync_survive_a_crash(self):
         q = self.queue(sync_every=1000)
-        q.put([b"a"])
+        q.put(Batch.of([b"a"]))
         q.sync()
-        q.put([b"b", b"c"])
+        q.put(Batch.of([b"b", b"c"]))
         # no close: the process died here
         again = self.queue()
         self.assertEqual(again.depth, 3)
-        self.assertEqual(again.read(10), [b"a", b"b", b"c"])
+        self.assertEqual(list(again.read(10)), [b"a", b"b", b"c"])
 
     def test_torn_last_record_is_cut_off_not_read(self):
         q = self.queue(sync_every=1000)
-        q.put([b"a", b"b"])
+        q.put(Batch.of([b"a", b"b"]))
         q.sync()
         with open(self.path("t.diskqueue.000000.dat"), "ab") as f:
             f.write(record(b"complete") + struct.pack(">l", 50) + b"half")
         again = self.queue()
-        self.assertEqual(again.read(10), [b"a", b"b", b"complete"])
+        self.assertEqual(list(again.read(10)), [b"a", b"b", b"complete"])
         self.assertEqual(os.path.getsize(self.path("t.diskqueue.000000.dat")), 10 + 12)
-        again.put([b"after"])
-        self.assertEqual(again.read(10), [b"after"])
+        again.put(Batch.of([b"after"]))
+        self.assertEqual(list(again.read(10)), [b"after"])
 
     def test_crash_after_rollover_before_metadata(self):
         q = self.queue(max_bytes=12, sync_every=1000)
-        q.put([b"aaaa"])
+        q.put(Batch.of([b"aaaa"]))
         q.sync()
-        q.put([b"bbbb", b"cccc"])
+        q.put(Batch.of([b"bbbb", b"cccc"]))
         os.remove(self.path("t.diskqueue.meta.dat"))
         with open(self.path("t.diskqueue.meta.dat"), "wb") as f:
             f.write(b"1\n0,0\n0,8\n")
         again = self.queue(max_bytes=12)
-        self.assertEqual(again.read(10), [b"aaaa", b"bbbb", b"cccc"])
+        self.assertEqual(list(again.read(10)), [b"aaaa", b"bbbb", b"cccc"])
 
     def test_missing_metadata_recounts_data_files(self):
         with open(self.path("t.diskqueue.000003.dat"), "wb") as f:
@@ -180,7 +181,7 @@ class DiskQueueTests(TestCase):
             f.write(record(b"three"))
         q = self.queue()
         self.assertEqual(q.depth, 3)
-        self.assertEqual(q.read(10), [b"one", b"two", b"three"])
+        self.assertEqual(list(q.read(10)), [b"one", b"two", b"three"])
 
     def test_garbage_metadata_recounts(self):
         with open(self.path("t.diskqueue.000000.dat"), "wb") as f:
@@ -188,7 +189,7 @@ class DiskQueueTests(TestCase):
         with open(self.path("t.diskqueue.meta.dat"), "wb") as f:
             f.write(b"\x00garbage")
         q = self.queue()
-        self.assertEqual(q.read(10), [b"one"])
+        self.assertEqual(list(q.read(10)), [b"one"])
 
     def assert_damaged_first_segment_is_set_aside(self, damage: bytes):
         """Segment 0 holds a good record then `damage`; segment 1 a good record: both good ones are
@@ -200,7 +201,7 @@ class DiskQueueTests(TestCase):
         with open(self.path("t.diskqueue.meta.dat"), "wb") as f:
             f.write(b"3\n0,0\n1,8\n")
         q = self.queue()
-        self.assertEqual(q.read(10), [b"good", b"next"])
+        self.assertEqual(list(q.read(10)), [b"good", b"next"])
         self.assertIn("t.diskqueue.000000.dat.bad", self.files())
         self.assertNotIn("t.diskqueue.000000.dat", self.files())
         self.assertEqual(q.depth, 0)
@@ -224,11 +225,11 @@ class DiskQueueTests(TestCase):
             f.write(b"4\n7,%d\n8,%d\n" % (first, 2 * len(record(messages[3]))))
         q = self.queue(name="orders:billing", max_bytes=100 * 1024 * 1024)
         self.assertEqual(q.depth, 4)
-        self.assertEqual(q.read(10), messages[1:])
+        self.assertEqual(list(q.read(10)), messages[1:])
 
     def test_failed_write_leaves_no_partial_record(self):
         q = self.queue()
-        q.put([b"first"])
+        q.put(Batch.of([b"first"]))
         real_write = os.write
 
         def short_then_full(fd, data):
@@ -236,9 +237,9 @@ class DiskQueueTests(TestCase):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         self.patch(os, "write", short_then_full)
-        self.assertRaises(OSError, q.put, [b"second"])
+        self.assertRaises(OSError, q.put, Batch.of([b"second"]))
         self.patch(os, "write", real_write)
         self.assertEqual(q.depth, 1)
         self.assertEqual(os.path.getsize(self.path("t.diskqueue.000000.dat")), 9)
-        q.put([b"third"])
-        self.assertEqual(q.read(10), [b"first", b"third"])
+        q.put(Batch.of([b"third"]))
+        self.assertEqual(list(q.read(10)), [b"first", b"third"])

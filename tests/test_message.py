@@ -6,7 +6,7 @@ import struct
 from twisted.trial.unittest import TestCase
 
 from nsqtx.guid import GUIDFactory
-from nsqtx.message import Message, new_messages
+from nsqtx.message import Message, new_batch
 from tests.support import attempts, body, encode, ids, message_id
 
 
@@ -25,7 +25,7 @@ class EncodingTests(TestCase):
         self.assertEqual((message_id(data), body(data), attempts(data)), (b"0123456789abcdef", b"body", 3))
 
     def test_new_messages_get_distinct_ids_one_timestamp_and_no_attempts(self):
-        first, second = new_messages(FakeNode(), [b"a", memoryview(b"xbx")[1:2]])
+        first, second = new_batch(FakeNode(), [b"a", memoryview(b"xbx")[1:2]])
         self.assertNotEqual(message_id(first), message_id(second))
         self.assertEqual((body(first), body(second)), (b"a", b"b"))
         self.assertEqual(first[:10], struct.pack(">qH", 1234567890123456789, 0))
@@ -34,7 +34,7 @@ class EncodingTests(TestCase):
 
     def test_a_batch_across_a_tick_boundary_pairs_every_body_with_its_own_id(self):
         bodies = [b"%d" % i for i in range(5000)]
-        messages = new_messages(FakeNode(), bodies)
+        messages = list(new_batch(FakeNode(), bodies))
         self.assertEqual([body(m) for m in messages], bodies)
         ids = [message_id(m) for m in messages]
         self.assertEqual(len(set(ids)), 5000)

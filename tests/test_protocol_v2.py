@@ -81,7 +81,7 @@ class PublishTests(Base):
         for byte in b"PUB t\n" + struct.pack(">l", 3) + b"abc":
             conn.send(bytes([byte]))
         self.assertOK(conn)
-        self.assertEqual(body(self.node.topics["t"].memory[0]), b"abc")
+        self.assertEqual([body(m) for m in self.node.topics["t"].memory], [b"abc"])
 
     def test_several_commands_in_one_chunk_get_one_write(self):
         conn = self.conn()
