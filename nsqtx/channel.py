@@ -153,7 +153,8 @@ class Channel:
             else:
                 break
             deadline = now + client.msg_timeout
-            msg = Message(popleft(), client, now, deadline)
+            records, start, end = popleft()
+            msg = Message(records, start, end, client, now, deadline)
             in_flight[msg.id] = msg
             seq += 1
             heappush(heap, (deadline, seq, msg))

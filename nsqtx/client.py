@@ -176,11 +176,11 @@ class ClientConnection(LineReceiver):
         """Called by the channel's pump with the message already recorded in flight to us."""
         self.in_flight_count += 1
         self.message_count += 1
-        data = msg.data
+        tail = msg.tail
         wbuf = self._wbuf
         wbuf.append(msg.frame_header)
-        wbuf.append(data[10:])
-        self._wsize += 8 + len(data)
+        wbuf.append(tail)
+        self._wsize += 18 + len(tail)
         if self._wsize >= self.output_buffer_size or self.in_flight_count >= self.ready_count:
             self.flush()
         elif self._flush_timer is None:

@@ -38,8 +38,9 @@ class MemoryQueue:
         """One encoded message (a requeue, a timeout, a deferred message coming due)."""
         self.put(Batch.of((data,)))
 
-    def popleft(self) -> bytes:
-        """The oldest message (IndexError when empty, as a deque's)."""
+    def popleft(self):
+        """The oldest message as (records, start, end): where it lies in its batch, so a delivery
+        copies out only the part it sends (IndexError when empty, as a deque's)."""
         batch = self._batches[0]
         records = batch.records
         start = self._pos + 4
@@ -51,7 +52,7 @@ class MemoryQueue:
             self._pos = end
             self._taken += 1
         self._len -= 1
-        return records[start:end]
+        return records, start, end
 
     def take(self, max_count=None) -> list:
         """Remove whole batches from the front until at least `max_count` messages (all without

@@ -17,7 +17,6 @@ _unpack_header = _ENCODED_HEADER.unpack_from
 #: size, frame type, timestamp, attempts: what precedes ID and body in a message frame.
 _FRAME_HEADER = struct.Struct(">lLqH")
 _pack_frame_header = _FRAME_HEADER.pack
-_ATTEMPTS = struct.Struct(">H")
 ID_LENGTH = 16
 #: timestamp + attempts + ID: the smallest valid encoded message, as nsqd's minValidMsgLength.
 MIN_ENCODED_LENGTH = _ENCODED_HEADER.size + ID_LENGTH
@@ -44,21 +43,22 @@ def new_batch(node, bodies) -> Batch:
 class Message:
     """One delivery of a queued message to a client, tracked until FIN, REQ or timeout."""
 
-    __slots__ = ("id", "data", "attempts", "frame_header", "client", "deadline", "delivered_at")
+    __slots__ = ("id", "tail", "attempts", "frame_header", "client", "deadline", "delivered_at")
 
-    def __init__(self, data: bytes, client, now: float, deadline: float):
-        timestamp, attempts = _unpack_header(data)
+    def __init__(self, records: bytes, start: int, end: int, client, now: float, deadline: float):
+        """The encoded message at records[start:end] (a batch's span, or a whole bytes with 0, len)."""
+        timestamp, attempts = _unpack_header(records, start)
         attempts += 1
-        self.data = data
-        self.id = data[10:26]
+        #: ID and body: the part of the frame that is the queued message's own bytes, cut out once
+        self.tail = records[start + 10:end]
+        self.id = self.tail[:ID_LENGTH]
         self.attempts = attempts
         #: what precedes ID and body in this delivery's frame: size, type, timestamp, attempts
-        self.frame_header = _pack_frame_header(len(data) + 4, FRAME_TYPE_MESSAGE, timestamp, attempts)
+        self.frame_header = _pack_frame_header(end - start + 4, FRAME_TYPE_MESSAGE, timestamp, attempts)
         self.client = client
         self.delivered_at = now
         self.deadline = deadline
 
     def requeued(self) -> bytes:
-        """The encoded message to queue again, carrying the attempts made so far."""
-        data = self.data
-        return b"".join((data[:8], _ATTEMPTS.pack(self.attempts), data[10:]))
+        """The encoded message to queue again, carrying the attempts made so far (this one's)."""
+        return self.frame_header[8:] + self.tail

@@ -44,7 +44,7 @@ class EncodingTests(TestCase):
 class DeliveryTests(TestCase):
     def test_delivery_counts_an_attempt_and_frames_it(self):
         data = encode(7, 2, b"0123456789abcdef", b"xyz")
-        msg = Message(data, client=None, now=10.0, deadline=70.0)
+        msg = Message(data, 0, len(data), client=None, now=10.0, deadline=70.0)
         self.assertEqual((msg.id, msg.attempts, msg.deadline), (b"0123456789abcdef", 3, 70.0))
         frame = msg.frame_header + data[10:]
         size, kind, ts, frame_attempts = struct.unpack(">lLqH", frame[:18])
@@ -52,7 +52,8 @@ class DeliveryTests(TestCase):
         self.assertEqual(frame[18:], b"0123456789abcdefxyz")
 
     def test_requeued_carries_the_attempts_made(self):
-        msg = Message(encode(7, 0, b"0123456789abcdef", b"xyz"), client=None, now=0.0, deadline=1.0)
+        records = b"junk" + encode(7, 0, b"0123456789abcdef", b"xyz") + b"more"
+        msg = Message(records, 4, len(records) - 4, client=None, now=0.0, deadline=1.0)
         self.assertEqual(msg.requeued(), encode(7, 1, b"0123456789abcdef", b"xyz"))
 
 
