@@ -36,6 +36,11 @@ Examples::
     python -m nsqtx.bench --python /tmp/pvenv/bin/python --scenarios pub --seconds 10
     python -m nsqtx.bench --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --json
     python -m nsqtx.bench --mem-queue-size=0 --scenarios pub
+    python -m nsqtx.bench --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --repeat 3
+
+The machine this runs on is usually shared, and single runs vary by tens of percent: ``--repeat N``
+runs everything N times, alternating the order of runtimes and connection counts, and reports for
+each figure the run with the median (its notes list every run's figure; ``--json`` has every run).
 
 ``--python`` picks the server's interpreter (repeat it to compare runtimes); the server imports
 nsqtx from this source tree (``PYTHONPATH`` is set to the repository root) and inherits the
@@ -517,13 +522,15 @@ class Bench:
                 "bytes_per_msg": None, "ping": None, "server_cpu_pct": None, "notes": [], "error": None,
                 "server_log": []}
 
-    def run(self, scenario: str):
+    def run(self, scenario: str, reverse: bool = False):
+        """One run of `scenario` for each connection count (in reverse order if `reverse`)."""
         messages = self.args.messages
         if scenario == "mem":
             return [self._guarded(self.row("mem", 1, messages), self.mem)]
+        counts = self.args.connections[::-1] if reverse else self.args.connections
         if scenario == "pub":
-            return [self._guarded(self.row("pub", conns), self.pub) for conns in self.args.connections]
-        return [self.sub_until_busy(conns) for conns in self.args.connections]
+            return [self._guarded(self.row("pub", conns), self.pub) for conns in counts]
+        return [self.sub_until_busy(conns) for conns in counts]
 
     def sub_until_busy(self, conns: int) -> dict:
         """The sub scenario, repeated on a fresh server with a bigger backlog while the consumers
@@ -699,6 +706,39 @@ def _count(n: int) -> str:
     return str(n)
 
 
+def median_rows(runs, args) -> list:
+    """One row per (runtime, scenario, connection count): the run with the median figure (the
+    lower one of the middle two for an even count), so its /ping and CPU figures belong to it too,
+    noting every run's figure."""
+    groups = {}
+    for row in runs:
+        groups.setdefault((row["python"], row["mode"], row["connections"]), []).append(row)
+
+    def figure(row):
+        return row["bytes_per_msg"] if row["mode"] == "mem" else row["rate"]
+
+    def position(key):
+        python, mode, conns = key
+        return args.python.index(python), args.scenarios.index(mode), args.connections.index(conns)
+
+    out = []
+    for key in sorted(groups, key=position):
+        group = groups[key]
+        ok = sorted((r for r in group if not r["error"]), key=figure)
+        failed = [r for r in group if r["error"]]
+        if not ok:
+            out.append(failed[0])
+            continue
+        row = dict(ok[(len(ok) - 1) // 2])
+        unit = "B/msg" if row["mode"] == "mem" else "msgs/s"
+        row["notes"] = ["median of %d runs (%s %s)" % (len(ok), ", ".join("%.0f" % figure(r) for r in ok), unit)
+                        ] + row["notes"]
+        if failed:
+            row["notes"].append("%d of %d runs failed: %s" % (len(failed), len(group), failed[0]["error"]))
+        out.append(row)
+    return out
+
+
 def format_table(rows) -> str:
     header = ("runtime", "mode", "mem-queue", "conns", "msgs/s", "B/queued msg", "/ping p99 ms", "server CPU%",
               "notes")
@@ -784,6 +824,9 @@ def parse_args(argv):
                              "0 puts every message through the disk queue")
     parser.add_argument("--nsqload-src", default=DEFAULT_NSQLOAD_SRC, metavar="PATH",
                         help="nsqload.c to build (default: %s)" % DEFAULT_NSQLOAD_SRC)
+    parser.add_argument("--repeat", type=_positive(int), default=1, metavar="N",
+                        help="run everything N times, alternating the order of runtimes and connection "
+                             "counts, and report each figure's median (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = parser.parse_args(argv)
     if args.mem_queue_size is not None and args.mem_queue_size < 0:
@@ -796,16 +839,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
-    rows = []
+    runs = []
     try:
         nsqload = build_nsqload(os.path.abspath(args.nsqload_src))
-        for python in args.python:
-            bench = Bench(args, nsqload, python, describe_runtime(python))
-            for scenario in args.scenarios:
-                for row in bench.run(scenario):
-                    rows.append(row)
-                    print("nsqtx.bench: %s %s x%d: %s" % (row["runtime"], row["mode"], row["connections"],
-                                                          _progress(row)), file=sys.stderr, flush=True)
+        benches = [Bench(args, nsqload, python, describe_runtime(python)) for python in args.python]
+        for round_number in range(args.repeat):
+            # every other round runs backwards, so that no runtime or count is always first
+            backwards = round_number % 2 == 1
+            for bench in benches[::-1] if backwards else benches:
+                for scenario in args.scenarios:
+                    for row in bench.run(scenario, reverse=backwards):
+                        runs.append(row)
+                        print("nsqtx.bench: %s %s x%d: %s" % (row["runtime"], row["mode"], row["connections"],
+                                                              _progress(row)), file=sys.stderr, flush=True)
     except BenchError as e:
         print("nsqtx.bench: %s" % e, file=sys.stderr)
         return 2
@@ -817,18 +863,19 @@ def main(argv=None) -> int:
         return 128 + e.args[0]
     finally:
         stop_all()
+    rows = median_rows(runs, args) if args.repeat > 1 else runs
     if args.json:
         settings = {name: getattr(args, name) for name in ("seconds", "messages", "connections", "size", "batch",
-                                                           "mem_queue_size", "scenarios")}
+                                                           "mem_queue_size", "scenarios", "repeat")}
         settings.update(source=source_version(), cpus=os.cpu_count())
-        json.dump({"settings": settings, "results": rows}, sys.stdout, indent=2)
+        json.dump({"settings": settings, "results": rows, "runs": runs}, sys.stdout, indent=2)
         print()
     else:
         print(format_table(rows))
-        for r in rows:
+        for r in runs:
             for line in r["server_log"][:5]:
                 print("server log (%s %s x%d): %s" % (r["runtime"], r["mode"], r["connections"], line))
-    return 1 if any(r["error"] for r in rows) else 0
+    return 1 if any(r["error"] for r in runs) else 0
 
 
 if __name__ == "__main__":
