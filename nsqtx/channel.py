@@ -22,8 +22,11 @@ from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
 
-# Stale in-flight heap entries (finished, requeued or touched messages) are dropped lazily; past this
-# many beyond the live ones the heap is rebuilt so a high FIN rate cannot grow it without bound.
+# Stale in-flight heap entries (finished, requeued or touched messages) are dropped lazily; past
+# _HEAP_GROWTH times the live ones plus _HEAP_SLACK the heap is rebuilt from the live ones, so a high
+# FIN rate cannot grow it without bound. A rebuild costs one pass over what is in flight; the factor
+# keeps that to a fraction of a pass per delivery.
+_HEAP_GROWTH = 4
 _HEAP_SLACK = 4096
 #: most messages read back from disk in one go, so a large backlog never blocks the reactor for long
 _DISK_BATCH = 2500
@@ -132,26 +135,25 @@ class Channel:
 
     def _deliver(self) -> None:
         memory = self.memory
-        if not memory:
-            return
         clients = self.clients
-        n = len(clients)
-        i = self._next_client
+        if not memory or not clients:
+            return
+        first = self._next_client % len(clients)
+        # who can take messages now, in round-robin order from where the last pump stopped; a client
+        # leaves the list when its RDY is used up or its transport pauses it
+        ready = [c for c in clients[first:] + clients[:first] if c.ready_count > c.in_flight_count and c.can_receive]
+        if not ready:
+            return
         now = self.clock.seconds()
         heap = self._in_flight_heap
         in_flight = self.in_flight
         seq = self._seq
         popleft = memory.popleft
-        while memory:
-            for _ in range(n):
-                if i >= n:
-                    i = 0
-                client = clients[i]
-                i += 1
-                if client.ready_count > client.in_flight_count and client.can_receive:
-                    break
-            else:
-                break
+        k = 0
+        while memory and ready:
+            if k >= len(ready):
+                k = 0
+            client = ready[k]
             deadline = now + client.msg_timeout
             records, start, end = popleft()
             msg = Message(records, start, end, client, now, deadline)
@@ -159,9 +161,13 @@ class Channel:
             seq += 1
             heappush(heap, (deadline, seq, msg))
             client.send_message(msg)
+            if client.ready_count > client.in_flight_count and client.can_receive:
+                k += 1
+            else:
+                del ready[k]
         self._seq = seq
-        self._next_client = i
-        if len(heap) > 2 * len(in_flight) + _HEAP_SLACK:
+        self._next_client = clients.index(client) + 1
+        if len(heap) > _HEAP_GROWTH * len(in_flight) + _HEAP_SLACK:
             self._compact()
 
     def _compact(self) -> None:

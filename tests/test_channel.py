@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
+from nsqtx.channel import _HEAP_GROWTH, _HEAP_SLACK
 from nsqtx.errors import QueueError
 from nsqtx.message import new_batch
 from tests.support import MESSAGE, Conn, attempts, body, decode, make_node, mpub_body
@@ -148,7 +149,7 @@ class ChannelTests(TestCase):
             ids = [m[1] for m in conn.messages()]
             conn.send(b"".join(b"FIN " + i + b"\n" for i in ids))
         self.assertEqual(len(channel.in_flight), 0)
-        self.assertLessEqual(len(channel._in_flight_heap), 2 * 100 + 4096 + 100)
+        self.assertLessEqual(len(channel._in_flight_heap), _HEAP_GROWTH * 100 + _HEAP_SLACK + 100)
 
     def test_round_robin_resumes_where_it_left_off(self):
         consumers = [self.consumer(rdy=100, port=5000 + i) for i in range(2)]
