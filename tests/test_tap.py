@@ -1,6 +1,7 @@
 """`twistd nsqtx`: flags, the TOML config file, their precedence, and start-up failures."""
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import os
@@ -282,6 +283,21 @@ class MakeServiceTests(unittest.TestCase):
             config.parseOptions(["--log-level=" + level])
             tap.makeService(config)
             self.assertEqual(debug_enabled(), debug, level)
+
+    def test_started_service_tunes_cpythons_collector(self):
+        """Only the server process is tuned (see tap.tune_gc): makeService alone changes nothing."""
+        if not hasattr(gc, "get_threshold"):
+            tap.Command().startService()  # PyPy: nothing to tune, and nothing may fail
+            return
+        before = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *before)
+        gc.set_threshold(700, *before[1:])
+        config = tap.Options()
+        config.parseOptions([])
+        tap.makeService(config)
+        self.assertEqual(gc.get_threshold()[0], 700)
+        tap.Command().startService()
+        self.assertEqual(gc.get_threshold(), (tap.GC_THRESHOLD,) + before[1:])
 
     def test_plugin(self):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
