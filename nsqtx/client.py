@@ -176,11 +176,7 @@ class ClientConnection(LineReceiver):
         """Called by the channel's pump with the message already recorded in flight to us."""
         self.in_flight_count += 1
         self.message_count += 1
-        tail = msg.tail
-        wbuf = self._wbuf
-        wbuf.append(msg.frame_header)
-        wbuf.append(tail)
-        self._wsize += 18 + len(tail)
+        self._wsize += msg.append_frame(self._wbuf)
         if self._wsize >= self.output_buffer_size or self.in_flight_count >= self.ready_count:
             self.flush()
         elif self._flush_timer is None:

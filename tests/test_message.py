@@ -44,9 +44,12 @@ class EncodingTests(TestCase):
 class DeliveryTests(TestCase):
     def test_delivery_counts_an_attempt_and_frames_it(self):
         data = encode(7, 2, b"0123456789abcdef", b"xyz")
-        msg = Message(data, 0, len(data), client=None, now=10.0, deadline=70.0)
+        records = b"junk" + data + b"more"
+        msg = Message(records, 4, 4 + len(data), client=None, now=10.0, deadline=70.0)
         self.assertEqual((msg.id, msg.attempts, msg.deadline), (b"0123456789abcdef", 3, 70.0))
-        frame = msg.frame_header + data[10:]
+        parts = []
+        self.assertEqual(msg.append_frame(parts), 8 + len(data))
+        frame = b"".join(parts)
         size, kind, ts, frame_attempts = struct.unpack(">lLqH", frame[:18])
         self.assertEqual((size, kind, ts, frame_attempts), (len(frame) - 4, 2, 7, 3))
         self.assertEqual(frame[18:], b"0123456789abcdefxyz")
