@@ -117,20 +117,24 @@ class ProtocolV2(ClientConnection):
                         if end - pos >= self.MAX_LENGTH:
                             self._fail(FatalClientError("E_INVALID", "command line too long"))
                         break
+                    if (nl - pos == 20 and self.channel is not None and buf.startswith(b"FIN ", pos)
+                            and buf[nl - 1] != 13):
+                        # A consumer's stream is mostly FINs: handled here without the generic
+                        # split and dispatch, cutting out only the ID (same rules and errors as
+                        # FIN below, which also gets lines ending in CRLF).
+                        msg_id = buf[pos + 4:nl]
+                        pos = nl + 1
+                        try:
+                            self.channel.finish(self, msg_id)
+                        except QueueError as err:
+                            self._fail(ClientError("E_FIN_FAILED", "FIN %s failed %s" % (text(msg_id), err)))
+                        self._pump_pending = True
+                        continue
                     line = buf[pos:nl]
                     pos = nl + 1
                     if line[-1:] == b"\r":
                         line = line[:-1]
-                    if len(line) == 20 and line[:4] == b"FIN " and self.channel is not None:
-                        # A consumer's stream is mostly FINs: handled here without the generic
-                        # split and dispatch (same rules and errors as FIN below).
-                        try:
-                            self.channel.finish(self, line[4:])
-                        except QueueError as err:
-                            self._fail(ClientError("E_FIN_FAILED", "FIN %s failed %s" % (text(line[4:]), err)))
-                        self._pump_pending = True
-                    else:
-                        self.lineReceived(line)
+                    self.lineReceived(line)
         finally:
             self._batching = False
         if pos < len(buf) and not self.closed:

@@ -436,6 +436,18 @@ class ConsumeTests(Base):
         owner.command(b"FIN " + msg_id)
         self.assertEqual(owner.frames(), [])
 
+    def test_fin_lines_ending_in_crlf_follow_the_same_rules(self):
+        conn = self.consumer(rdy=1)
+        self.publish(b"x")
+        [(_, msg_id, _)] = conn.messages()
+        conn.send(b"FIN " + msg_id[:15] + b"\r\n")
+        self.assertError(conn, b"E_INVALID invalid message ID")
+        conn = self.consumer(rdy=1, port=5003)
+        self.publish(b"y")
+        [(_, msg_id, _)] = conn.messages()
+        conn.send(b"FIN " + msg_id + b"\r\n")
+        self.assertEqual((conn.frames(), conn.proto.finish_count), ([], 1))
+
     def test_fin_is_counted(self):
         conn = self.consumer(rdy=1)
         self.publish(b"x")
