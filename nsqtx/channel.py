@@ -46,6 +46,7 @@ class Channel:
         #: subscribed connections, in subscription order; delivery goes round robin over them
         self.clients = []
         self._next_client = 0
+        self._pumping = False
         self.paused = False
         self.exiting = False
         #: message ID -> Message, for deliveries awaiting FIN/REQ/TOUCH or their timeout
@@ -116,16 +117,24 @@ class Channel:
     # -- delivery
 
     def pump(self) -> None:
-        """Hand ready messages to subscribers with spare RDY, round robin, until either runs out."""
-        if self.paused or not self.clients:
+        """Hand ready messages to subscribers with spare RDY, round robin, until either runs out.
+
+        Not re-entered: a client that goes away while being written to (and asks for a pump from
+        remove_client) is left by the running pump, which keeps its place in the in-flight heap."""
+        if self.paused or not self.clients or self._pumping:
             return
-        self._deliver()
-        backend = self.backend
-        while not self.memory and backend is not None and backend.depth and not self.exiting:
-            want = min(sum(c.ready_count - c.in_flight_count for c in self.clients if c.can_receive), _DISK_BATCH)
-            if want <= 0 or not self._refill(want):
-                break
+        self._pumping = True
+        try:
             self._deliver()
+            backend = self.backend
+            while not self.memory and backend is not None and backend.depth and not self.exiting:
+                want = min(sum(c.ready_count - c.in_flight_count for c in self.clients if c.can_receive),
+                           _DISK_BATCH)
+                if want <= 0 or not self._refill(want):
+                    break
+                self._deliver()
+        finally:
+            self._pumping = False
 
     def _refill(self, count: int) -> bool:
         """Move up to `count` messages from disk to memory; False if none could be read."""
@@ -166,7 +175,8 @@ class Channel:
             else:
                 del ready[k]
         self._seq = seq
-        self._next_client = clients.index(client) + 1
+        if client in clients:  # not if it went away while being served
+            self._next_client = clients.index(client) + 1
         if len(heap) > _HEAP_GROWTH * len(in_flight) + _HEAP_SLACK:
             self._compact()
 

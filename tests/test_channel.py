@@ -159,6 +159,27 @@ class ChannelTests(TestCase):
         self.publish(b"y")
         self.assertEqual([len(c.messages()) for c in consumers], [0, 1])
 
+    def test_a_consumer_lost_while_being_written_to_leaves_delivery_consistent(self):
+        """A transport may report the connection lost from inside write(); the pump that was writing
+        carries on with the other consumer, and the lost one's message times out as usual."""
+        self.node.options.msg_timeout = 5.0
+        lost = self.consumer(rdy=10, port=5001)
+        other = self.consumer(rdy=10, port=5002)
+
+        def write_and_lose(data):
+            lost.transport.write = lambda data: None
+            lost.proto.connectionLost(None)
+
+        lost.transport.write = write_and_lose
+        self.publish(*[b"%d" % i for i in range(4)])
+        channel = self.node.topics["t"].channels["c"]
+        delivered = other.messages()
+        self.assertEqual((len(delivered), len(channel.in_flight), channel.depth()), (3, 4, 0))
+        other.send(b"".join(b"FIN " + msg_id + b"\n" for _, msg_id, _ in delivered))
+        self.clock.advance(6)
+        self.node.scan_queues()
+        self.assertEqual([attempts for attempts, _, _ in other.messages()], [2])
+
     def test_topic_with_no_channel_holds_until_first_channel_only(self):
         self.publish(b"1", b"2")
         first = self.node.get_topic("t").get_channel("first")
