@@ -107,10 +107,10 @@ class ProtocolV2(ClientConnection):
                 if need:
                     if end - pos < need:
                         break
-                    chunk = buf[pos:pos + need]
+                    start = pos
                     pos += need
                     self._need = 0
-                    self._run(self._reader, chunk)
+                    self._run(self._reader, buf, start, pos)
                 else:
                     nl = buf.find(b"\n", pos)
                     if nl < 0 or nl - pos >= self.MAX_LENGTH:
@@ -161,9 +161,9 @@ class ProtocolV2(ClientConnection):
             return
         self._run(command, params)
 
-    def _run(self, handler, arg) -> None:
+    def _run(self, handler, *args) -> None:
         try:
-            handler(arg)
+            handler(*args)
         except ClientError as err:
             self._fail(err)
         except Exception:
@@ -180,11 +180,12 @@ class ProtocolV2(ClientConnection):
             self.close()
 
     def _read_body(self, check_size, on_body, context=None) -> None:
-        """Switch to raw mode: a 4-byte size (checked by `check_size`), then that many bytes."""
+        """Switch to raw mode: a 4-byte size (checked by `check_size`), then that many bytes, given to
+        `on_body` as (buffer, start, end) so that a large MPUB body is never copied out whole."""
         self._body_context = context
 
-        def got_size(raw):
-            size = _unpack_int32(raw)[0]
+        def got_size(buf, start, end):
+            size = _unpack_int32(buf, start)[0]
             check_size(size)
             self._need = size
             self._reader = on_body
@@ -199,8 +200,8 @@ class ProtocolV2(ClientConnection):
             raise FatalClientError("E_INVALID", "cannot IDENTIFY in current state")
         self._read_body(_size_check("IDENTIFY", self.node.options.max_body_size), self._identify_body)
 
-    def _identify_body(self, body) -> None:
-        data = decode_identify(bytes(body))
+    def _identify_body(self, buf, start, end) -> None:
+        data = decode_identify(buf[start:end])
         self.client_id = data.get("client_id", "")
         self.hostname = data.get("hostname", "")
         self.user_agent = data.get("user_agent", "")
@@ -227,7 +228,7 @@ class ProtocolV2(ClientConnection):
             raise FatalClientError("E_INVALID", "AUTH invalid number of parameters")
         self._read_body(_size_check("AUTH", self.node.options.max_body_size), self._auth_body)
 
-    def _auth_body(self, body) -> None:
+    def _auth_body(self, buf, start, end) -> None:
         raise FatalClientError("E_AUTH_DISABLED", "AUTH disabled")
 
     # -- consuming
@@ -356,8 +357,8 @@ class ProtocolV2(ClientConnection):
         name = self._publish_topic(params, "PUB", 2)
         self._read_body(_size_check("PUB", self.node.options.max_msg_size, message=True), self._pub_body, name)
 
-    def _pub_body(self, body) -> None:
-        self._put(self._body_context, new_batch(self.node, (body,)), "E_PUB_FAILED", "PUB")
+    def _pub_body(self, buf, start, end) -> None:
+        self._put(self._body_context, new_batch(self.node, (buf[start:end],)), "E_PUB_FAILED", "PUB")
 
     def DPUB(self, params) -> None:
         name = self._publish_topic(params, "DPUB", 3)
@@ -371,16 +372,17 @@ class ProtocolV2(ClientConnection):
         self._read_body(_size_check("DPUB", self.node.options.max_msg_size, message=True), self._dpub_body,
                         (name, timeout_ms / 1000.0))
 
-    def _dpub_body(self, body) -> None:
+    def _dpub_body(self, buf, start, end) -> None:
         name, delay = self._body_context
-        self._put(name, new_batch(self.node, (body,)), "E_DPUB_FAILED", "DPUB", delay)
+        self._put(name, new_batch(self.node, (buf[start:end],)), "E_DPUB_FAILED", "DPUB", delay)
 
     def MPUB(self, params) -> None:
         name = self._publish_topic(params, "MPUB", 2)
         self._read_body(_size_check("MPUB", self.node.options.max_body_size), self._mpub_body, name)
 
-    def _mpub_body(self, body) -> None:
-        batch = decode_mpub(body, self.node, self.node.options.max_msg_size, self.node.options.max_body_size)
+    def _mpub_body(self, buf, start, end) -> None:
+        options = self.node.options
+        batch = decode_mpub(buf, self.node, options.max_msg_size, options.max_body_size, start=start, end=end)
         self._put(self._body_context, batch, "E_MPUB_FAILED", "MPUB")
 
 

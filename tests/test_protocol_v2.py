@@ -137,12 +137,15 @@ class PublishTests(Base):
             (b"MPUB t\n" + struct.pack(">l", 10) + struct.pack(">l", 1) + good + b"!",
              b"E_BAD_BODY MPUB body has 1 bytes after the last message"),
         ]
-        for data, error in cases:
-            conn = self.conn()
-            conn.send(data)
-            self.assertError(conn, error)
-            topic = self.node.topics.get("t")
-            self.assertEqual(topic.depth() if topic else 0, 0)
+        # the same with more commands in the same read: the body is checked in place in the read
+        # buffer, so nothing may be read past its declared end
+        for trailer in (b"", b"NOP\nPUB t\n" + struct.pack(">l", 1) + b"z"):
+            for data, error in cases:
+                conn = self.conn()
+                conn.send(data + trailer)
+                self.assertError(conn, error)
+                topic = self.node.topics.get("t")
+                self.assertEqual(topic.depth() if topic else 0, 0)
 
     def test_mpub_message_too_big(self):
         self.node.options.max_msg_size = 10
