@@ -1,7 +1,12 @@
-"""Replacing a small file atomically, as nsqd does for nsqd.dat and go-diskqueue for its meta file."""
+"""Replacing a small file atomically (as nsqd does for nsqd.dat and go-diskqueue for its meta file),
+and removing one that may already be gone."""
 from __future__ import annotations
 
 import os
+
+from nsqtx.log import NSQLogger
+
+log = NSQLogger()
 
 
 def replace_file(path: str, data: bytes) -> None:
@@ -15,3 +20,14 @@ def replace_file(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def remove_file(path: str) -> None:
+    """Delete `path`; a file already gone is fine and any other failure is logged, not raised,
+    because this may run in a thread that nothing waits on."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        log.error("failed to remove {path} - {err}", path=path, err=err)

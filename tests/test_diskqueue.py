@@ -74,6 +74,32 @@ class DiskQueueTests(TestCase):
         self.assertEqual(q.depth, 0)
         self.assertEqual([f for f in self.files() if "meta" not in f], ["t.diskqueue.000004.dat"])
 
+    def test_fully_read_files_are_renamed_then_handed_to_the_remover(self):
+        """The removal itself may run in a thread (it can take tens of ms): the queue only renames."""
+        handed = []
+        q = DiskQueue("t", self.dir, 30, 1, 1000, 2500, 2.0, self.clock, remove=handed.append)
+        q.put(Batch.of([b"%02d-padding" % i for i in range(6)]))
+        self.assertEqual(list(q.read(3)), [b"00-padding", b"01-padding", b"02-padding"])
+        self.assertEqual(handed, [self.path("t.diskqueue.000000.dat.done")])
+        self.assertIn("t.diskqueue.000000.dat.done", self.files())
+        self.assertNotIn("t.diskqueue.000000.dat", self.files())
+        q.empty()
+        q.put(Batch.of([b"after"]))
+        self.assertEqual(list(q.read(5)), [b"after"])
+
+    def test_start_up_removes_files_whose_removal_was_cut_short(self):
+        q = self.queue(max_bytes=30)
+        q.put(Batch.of([b"%02d-padding" % i for i in range(6)]))
+        with open(self.path("t.diskqueue.000000.dat.done"), "wb") as f:
+            f.write(b"leftover")
+        with open(self.path("other.diskqueue.000000.dat.done"), "wb") as f:
+            f.write(b"not ours")
+        q.close()
+        again = self.queue(max_bytes=30)
+        self.assertNotIn("t.diskqueue.000000.dat.done", self.files())
+        self.assertIn("other.diskqueue.000000.dat.done", self.files())
+        self.assertEqual(len(list(again.read(10))), 6)
+
     def test_a_record_bigger_than_a_file_still_gets_a_file(self):
         q = self.queue(max_bytes=10)
         q.put(Batch.of([b"x" * 50, b"y" * 50]))

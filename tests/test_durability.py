@@ -138,6 +138,22 @@ class RestartTests(TestCase):
         node, clock = self.start()
         self.assertEqual(node.topics, {})
 
+    def test_fully_read_queue_files_are_removed_in_the_reactors_thread_pool(self):
+        node, clock = self.start(mem_queue_size=0, max_bytes_per_file=1024)
+        in_thread = []
+        clock.callInThread = lambda f, *args: in_thread.append((f, args))
+        node.get_topic("t").get_channel("c")
+        Conn(node).magic().command(b"MPUB t", mpub_body([b"x" * 100] * 30))
+        _, got = self.consume_all(node, clock)
+        self.assertEqual(len(got), 30)
+        done = [args[0] for _, args in in_thread]
+        self.assertTrue(done)
+        self.assertTrue(all(os.path.exists(path) and path.endswith(".dat.done") for path in done), done)
+        for f, args in in_thread:
+            f(*args)
+        self.assertFalse([name for name in os.listdir(self.path) if name.endswith(".done")])
+        self.stop(node)
+
     def test_go_nsqd_data_dir_is_served(self):
         """A data dir as Go nsqd 1.3 leaves it: nsqd.dat plus a channel's diskqueue."""
         messages = [struct.pack(">qH", 1700000000000000000 + i, 0) + b"%016x" % i + b"go-%d" % i for i in range(3)]
