@@ -393,11 +393,7 @@ class HTTPAPI:
 
     def _put(self, topic, batch, failed: str, delay: float = 0.0) -> None:
         try:
-            if delay:
-                (data,) = batch
-                topic.put_deferred(data, delay)
-            else:
-                topic.put(batch)
+            topic.put(batch, delay)
         except QueueError:
             # Go's put only fails while exiting (503 EXITING); our other failure, a disk queue that
             # refuses the write, is also "try again later", named as TCP's E_PUB_FAILED is.

@@ -343,11 +343,7 @@ class ProtocolV2(ClientConnection):
     def _put(self, topic_name: str, batch, error_code: str, command: str, delay: float = 0.0) -> None:
         topic = self.node.get_topic(topic_name)
         try:
-            if delay:
-                (data,) = batch
-                topic.put_deferred(data, delay)
-            else:
-                topic.put(batch)
+            topic.put(batch, delay)
         except QueueError as err:
             raise FatalClientError(error_code, "%s failed %s" % (command, err))
         self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + batch.count

@@ -53,10 +53,15 @@ class Topic:
     def _holding(self) -> bool:
         return bool(self.memory) or bool(self.held_deferred) or self.backend_depth() > 0
 
-    def put(self, batch: Batch) -> None:
-        """Accept a batch, raising QueueError if the topic is exiting or its disk refuses it.
+    def put(self, batch: Batch, delay: float = 0.0) -> None:
+        """Accept a batch (with a `delay`, a DPUB's one message), raising QueueError if the topic is
+        exiting or its disk refuses it.
 
         Every channel gets the same immutable batch: fan-out copies nothing."""
+        if delay:
+            (data,) = batch
+            self._put_deferred(data, delay)
+            return
         if self.exiting:
             raise QueueError("exiting")
         if self.channels and not self.paused and not self._holding():
@@ -67,7 +72,7 @@ class Topic:
         self.message_count += batch.count
         self.message_bytes += len(batch.records) - (4 + BODY_OFFSET) * batch.count
 
-    def put_deferred(self, data: bytes, delay: float) -> None:
+    def _put_deferred(self, data: bytes, delay: float) -> None:
         """A DPUB: each channel holds it back for `delay` seconds; a topic without channels (or
         paused) keeps the delay with it until a channel takes it, as nsqd does in memory."""
         if self.exiting:
