@@ -22,10 +22,12 @@ from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
 
-# Stale in-flight heap entries (finished, requeued or touched messages) are dropped lazily; past
-# _HEAP_GROWTH times the live ones plus _HEAP_SLACK the heap is rebuilt from the live ones, so a high
-# FIN rate cannot grow it without bound. A rebuild costs one pass over what is in flight; the factor
-# keeps that to a fraction of a pass per delivery.
+# The in-flight heap holds (deadline, sequence, messages): the messages one pump gave one client
+# share a deadline, so they share an entry, and a delivery costs a list append, not an entry of its
+# own. Stale messages in it (finished, requeued or touched) are dropped lazily; once it refers to
+# more than _HEAP_GROWTH times the live ones plus _HEAP_SLACK, it is rebuilt from the live ones, so
+# a high FIN rate cannot grow it without bound. A rebuild costs one pass over what is in flight; the
+# factor keeps that to a fraction of a pass per delivery.
 _HEAP_GROWTH = 4
 _HEAP_SLACK = 4096
 #: most messages read back from disk in one go, so a large backlog never blocks the reactor for long
@@ -52,6 +54,8 @@ class Channel:
         #: message ID -> Message, for deliveries awaiting FIN/REQ/TOUCH or their timeout
         self.in_flight = {}
         self._in_flight_heap = []
+        #: how many messages the heap's entries refer to, live or stale
+        self._heap_refs = 0
         #: heap of (ready time, sequence, encoded message)
         self.deferred = []
         self._seq = 0
@@ -154,36 +158,47 @@ class Channel:
         if not ready:
             return
         now = self.clock.seconds()
-        heap = self._in_flight_heap
         in_flight = self.in_flight
-        seq = self._seq
         popleft = memory.popleft
+        # per client in `ready`: its deadline and the messages it gets in this pump
+        deadlines = [now + c.msg_timeout for c in ready]
+        given = [[] for _ in ready]
+        entries = list(zip(deadlines, given))
         k = 0
         while memory and ready:
             if k >= len(ready):
                 k = 0
             client = ready[k]
-            deadline = now + client.msg_timeout
             records, start, end = popleft()
-            msg = Message(records, start, end, client, now, deadline)
+            msg = Message(records, start, end, client, now, deadlines[k])
             in_flight[msg.id] = msg
-            seq += 1
-            heappush(heap, (deadline, seq, msg))
+            given[k].append(msg)
             client.send_message(msg)
             if client.ready_count > client.in_flight_count and client.can_receive:
                 k += 1
             else:
-                del ready[k]
-        self._seq = seq
+                del ready[k], deadlines[k], given[k]
+        for deadline, msgs in entries:
+            if msgs:
+                self._track(deadline, msgs)
         if client in clients:  # not if it went away while being served
             self._next_client = clients.index(client) + 1
-        if len(heap) > _HEAP_GROWTH * len(in_flight) + _HEAP_SLACK:
+        if self._heap_refs > _HEAP_GROWTH * len(in_flight) + _HEAP_SLACK:
             self._compact()
 
+    def _track(self, deadline: float, msgs: list) -> None:
+        self._seq += 1
+        heappush(self._in_flight_heap, (deadline, self._seq, msgs))
+        self._heap_refs += len(msgs)
+
     def _compact(self) -> None:
-        heap = [(m.deadline, i, m) for i, m in enumerate(self.in_flight.values())]
+        by_deadline = {}
+        for msg in self.in_flight.values():
+            by_deadline.setdefault(msg.deadline, []).append(msg)
+        heap = [(deadline, i, msgs) for i, (deadline, msgs) in enumerate(by_deadline.items())]
         heapify(heap)
         self._in_flight_heap = heap
+        self._heap_refs = len(self.in_flight)
 
     # -- client commands (errors become E_FIN_FAILED etc. in the protocol)
 
@@ -220,8 +235,7 @@ class Channel:
             raise QueueError("client does not own message")
         deadline = min(self.clock.seconds() + client.msg_timeout, msg.delivered_at + self.options.max_msg_timeout)
         msg.deadline = deadline
-        self._seq += 1
-        heappush(self._in_flight_heap, (deadline, self._seq, msg))
+        self._track(deadline, [msg])
 
     # -- timers: driven by the node's queue scan
 
@@ -231,17 +245,19 @@ class Channel:
         heap = self._in_flight_heap
         in_flight = self.in_flight
         while heap and heap[0][0] <= now:
-            deadline, _, msg = heappop(heap)
-            if msg.deadline != deadline or in_flight.get(msg.id) is not msg:
-                continue
-            del in_flight[msg.id]
-            client = msg.client
-            msg.client = None
-            client.in_flight_count -= 1
-            client.timeout_count += 1
-            self.timeout_count += 1
-            self.memory.append(msg.requeued())
-            moved = True
+            deadline, _, msgs = heappop(heap)
+            self._heap_refs -= len(msgs)
+            for msg in msgs:
+                if msg.deadline != deadline or in_flight.get(msg.id) is not msg:
+                    continue
+                del in_flight[msg.id]
+                client = msg.client
+                msg.client = None
+                client.in_flight_count -= 1
+                client.timeout_count += 1
+                self.timeout_count += 1
+                self.memory.append(msg.requeued())
+                moved = True
         heap = self.deferred
         while heap and heap[0][0] <= now:
             self.memory.append(heappop(heap)[2])
@@ -274,6 +290,7 @@ class Channel:
             self.backend.empty()
         self.in_flight.clear()
         self._in_flight_heap = []
+        self._heap_refs = 0
         self.deferred = []
         for client in self.clients:
             client.in_flight_count = 0

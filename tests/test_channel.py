@@ -149,7 +149,9 @@ class ChannelTests(TestCase):
             ids = [m[1] for m in conn.messages()]
             conn.send(b"".join(b"FIN " + i + b"\n" for i in ids))
         self.assertEqual(len(channel.in_flight), 0)
-        self.assertLessEqual(len(channel._in_flight_heap), _HEAP_GROWTH * 100 + _HEAP_SLACK + 100)
+        referred = sum(len(msgs) for _, _, msgs in channel._in_flight_heap)
+        self.assertEqual(channel._heap_refs, referred)
+        self.assertLessEqual(referred, _HEAP_GROWTH * 100 + _HEAP_SLACK + 100)
 
     def test_round_robin_resumes_where_it_left_off(self):
         consumers = [self.consumer(rdy=100, port=5000 + i) for i in range(2)]
