@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import struct
 
-_LENGTH = struct.Struct(">l")
-_unpack_length = _LENGTH.unpack_from
-_pack_length = _LENGTH.pack
+#: a record's length prefix; the disk queue and the memory queue read records with it too
+RECORD_LENGTH = struct.Struct(">l")
+_unpack_length = RECORD_LENGTH.unpack_from
+_pack_length = RECORD_LENGTH.pack
 
 
 class Batch:

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 
-from nsqtx.batch import Batch
+from nsqtx.batch import RECORD_LENGTH, Batch
 from nsqtx.files import remove_file, replace_file
 from nsqtx.log import NSQLogger
 
 log = NSQLogger()
 
-_LENGTH = struct.Struct(">l")
-_unpack_length = _LENGTH.unpack_from
+_unpack_length = RECORD_LENGTH.unpack_from
 _META = re.compile(rb"(-?\d+)\n(\d+),(\d+)\n(\d+),(\d+)\n?\Z")
 READ_CHUNK = 1 << 20
 #: what a fully read data file is renamed to before it is removed (see _next_read_file)

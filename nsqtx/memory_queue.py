@@ -5,12 +5,11 @@ taken, so only messages on their way out exist as objects of their own.
 """
 from __future__ import annotations
 
-import struct
 from collections import deque
 
-from nsqtx.batch import Batch
+from nsqtx.batch import RECORD_LENGTH, Batch
 
-_unpack_length = struct.Struct(">l").unpack_from
+_unpack_length = RECORD_LENGTH.unpack_from
 
 
 class MemoryQueue:

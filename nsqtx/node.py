@@ -101,7 +101,8 @@ class NSQD(Service):
         """Shutdown's last writes: a failure is logged (by write_backend) and shutdown carries on."""
         try:
             for batch in batches:
-                self.write_backend(backend, batch)
+                if batch.count:
+                    self.write_backend(backend, batch)
         except QueueError:
             pass
 
