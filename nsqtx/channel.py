@@ -10,26 +10,18 @@ reads from disk only as many messages as subscribers can take at that moment.
 """
 from __future__ import annotations
 
-from heapq import heapify, heappop, heappush
+from heapq import heappop, heappush
 
 from nsqtx.backlog import enqueue
 from nsqtx.batch import Batch
 from nsqtx.errors import QueueError
+from nsqtx.in_flight import InFlight
 from nsqtx.log import NSQLogger
 from nsqtx.memory_queue import MemoryQueue
-from nsqtx.message import Message
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
 
-# The in-flight heap holds (deadline, sequence, messages): the messages one pump gave one client
-# share a deadline, so they share an entry, and a delivery costs a list append, not an entry of its
-# own. Stale messages in it (finished, requeued or touched) are dropped lazily; once it refers to
-# more than _HEAP_GROWTH times the live ones plus _HEAP_SLACK, it is rebuilt from the live ones, so
-# a high FIN rate cannot grow it without bound. A rebuild costs one pass over what is in flight; the
-# factor keeps that to a fraction of a pass per delivery.
-_HEAP_GROWTH = 4
-_HEAP_SLACK = 4096
 #: most messages read back from disk in one go, so a large backlog never blocks the reactor for long
 _DISK_BATCH = 2500
 
@@ -51,11 +43,7 @@ class Channel:
         self._pumping = False
         self.paused = False
         self.exiting = False
-        #: message ID -> Message, for deliveries awaiting FIN/REQ/TOUCH or their timeout
-        self.in_flight = {}
-        self._in_flight_heap = []
-        #: how many messages the heap's entries refer to, live or stale
-        self._heap_refs = 0
+        self.in_flight = InFlight()
         #: heap of (ready time, sequence, encoded message)
         self.deferred = []
         self._seq = 0
@@ -159,8 +147,9 @@ class Channel:
             return
         now = self.clock.seconds()
         in_flight = self.in_flight
+        add = in_flight.add
         popleft = memory.popleft
-        # per client in `ready`: its deadline and the messages it gets in this pump
+        # per client in `ready`: its deadline and the slots of the messages it gets in this pump
         deadlines = [now + c.msg_timeout for c in ready]
         given = [[] for _ in ready]
         entries = list(zip(deadlines, given))
@@ -170,94 +159,49 @@ class Channel:
                 k = 0
             client = ready[k]
             records, start, end = popleft()
-            msg = Message(records, start, end, client, now, deadlines[k])
-            in_flight[msg.id] = msg
-            given[k].append(msg)
-            client.send_message(msg)
+            given[k].append(add(records, start, end, client, now, deadlines[k]))
+            client.send_message(records, start, end)
             if client.ready_count > client.in_flight_count and client.can_receive:
                 k += 1
             else:
                 del ready[k], deadlines[k], given[k]
-        for deadline, msgs in entries:
-            if msgs:
-                self._track(deadline, msgs)
+        for deadline, slots in entries:
+            if slots:
+                in_flight.track(deadline, slots)
         if client in clients:  # not if it went away while being served
             self._next_client = clients.index(client) + 1
-        if self._heap_refs > _HEAP_GROWTH * len(in_flight) + _HEAP_SLACK:
-            self._compact()
-
-    def _track(self, deadline: float, msgs: list) -> None:
-        self._seq += 1
-        heappush(self._in_flight_heap, (deadline, self._seq, msgs))
-        self._heap_refs += len(msgs)
-
-    def _compact(self) -> None:
-        by_deadline = {}
-        for msg in self.in_flight.values():
-            by_deadline.setdefault(msg.deadline, []).append(msg)
-        heap = [(deadline, i, msgs) for i, (deadline, msgs) in enumerate(by_deadline.items())]
-        heapify(heap)
-        self._in_flight_heap = heap
-        self._heap_refs = len(self.in_flight)
 
     # -- client commands (errors become E_FIN_FAILED etc. in the protocol)
 
-    def _pop_in_flight(self, client, msg_id: bytes):
-        msg = self.in_flight.pop(msg_id, None)
-        if msg is None:
-            raise QueueError("ID not in flight")
-        if msg.client is not client:
-            self.in_flight[msg_id] = msg
-            raise QueueError("client does not own message")
-        msg.client = None
-        return msg
-
     def finish(self, client, msg_id: bytes) -> None:
-        self._pop_in_flight(client, msg_id)
+        self.in_flight.finish(msg_id, client)
         client.in_flight_count -= 1
         client.finish_count += 1
 
     def requeue(self, client, msg_id: bytes, delay: float) -> None:
-        msg = self._pop_in_flight(client, msg_id)
+        data = self.in_flight.requeue(msg_id, client)
         client.in_flight_count -= 1
         client.requeue_count += 1
         self.requeue_count += 1
         if delay > 0:
-            self._defer(msg.requeued(), self.clock.seconds() + delay)
+            self._defer(data, self.clock.seconds() + delay)
         else:
-            self.memory.append(msg.requeued())
+            self.memory.append(data)
 
     def touch(self, client, msg_id: bytes) -> None:
-        msg = self.in_flight.get(msg_id)
-        if msg is None:
-            raise QueueError("ID not in flight")
-        if msg.client is not client:
-            raise QueueError("client does not own message")
-        deadline = min(self.clock.seconds() + client.msg_timeout, msg.delivered_at + self.options.max_msg_timeout)
-        msg.deadline = deadline
-        self._track(deadline, [msg])
+        self.in_flight.touch(msg_id, client, self.clock.seconds(), client.msg_timeout, self.options.max_msg_timeout)
 
     # -- timers: driven by the node's queue scan
 
     def scan(self, now: float) -> bool:
         """Requeue expired in-flight messages, release due deferred ones; True if anything moved."""
         moved = False
-        heap = self._in_flight_heap
-        in_flight = self.in_flight
-        while heap and heap[0][0] <= now:
-            deadline, _, msgs = heappop(heap)
-            self._heap_refs -= len(msgs)
-            for msg in msgs:
-                if msg.deadline != deadline or in_flight.get(msg.id) is not msg:
-                    continue
-                del in_flight[msg.id]
-                client = msg.client
-                msg.client = None
-                client.in_flight_count -= 1
-                client.timeout_count += 1
-                self.timeout_count += 1
-                self.memory.append(msg.requeued())
-                moved = True
+        for client, data in self.in_flight.expire(now):
+            client.in_flight_count -= 1
+            client.timeout_count += 1
+            self.timeout_count += 1
+            self.memory.append(data)
+            moved = True
         heap = self.deferred
         while heap and heap[0][0] <= now:
             self.memory.append(heappop(heap)[2])
@@ -289,8 +233,6 @@ class Channel:
         if self.backend is not None:
             self.backend.empty()
         self.in_flight.clear()
-        self._in_flight_heap = []
-        self._heap_refs = 0
         self.deferred = []
         for client in self.clients:
             client.in_flight_count = 0
@@ -303,7 +245,7 @@ class Channel:
         if backend is None:
             return
         pending = self.memory.take()
-        pending.append(Batch.of(m.requeued() for m in self.in_flight.values()))
+        pending.append(Batch.of(self.in_flight.take_all()))
         pending.append(Batch.of(entry[2] for entry in self.deferred))
         count = sum(map(len, pending))
         if count:

@@ -10,6 +10,7 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from nsqtx.log import NSQLogger
+from nsqtx.message import append_frame
 
 log = NSQLogger()
 
@@ -172,11 +173,12 @@ class ClientConnection(LineReceiver):
         else:
             self.flush()
 
-    def send_message(self, msg) -> None:
-        """Called by the channel's pump with the message already recorded in flight to us."""
+    def send_message(self, records: bytes, start: int, end: int) -> None:
+        """Deliver the encoded message at records[start:end]; called by the channel's pump with the
+        message already recorded in flight to us."""
         self.in_flight_count += 1
         self.message_count += 1
-        self._wsize += msg.append_frame(self._wbuf)
+        self._wsize += append_frame(self._wbuf, records, start, end)
         if self._wsize >= self.output_buffer_size or self.in_flight_count >= self.ready_count:
             self.flush()
         elif self._flush_timer is None:

@@ -3,8 +3,8 @@
 A queued message (ready in memory, deferred, or on disk) is just that encoded `bytes`, held in a
 :class:`~nsqtx.batch.Batch` with the others published with it: immutable, so every channel of a
 topic shares it; not a container, so CPython's garbage collector never walks a large queue; and
-already in the disk queue's record format. Only a message in flight, of which RDY bounds the number,
-gets a :class:`Message` object for its delivery state.
+already in the disk queue's record format. A delivery's state lives in its channel's
+:class:`~nsqtx.in_flight.InFlight` table, pointing into the batch.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ _unpack_header = _ENCODED_HEADER.unpack_from
 _FRAME_HEADER = struct.Struct(">lLqH")
 _pack_frame_header = _FRAME_HEADER.pack
 ID_LENGTH = 16
+#: where the ID starts in an encoded message
+ID_OFFSET = _ENCODED_HEADER.size
 #: timestamp + attempts + ID: the smallest valid encoded message, as nsqd's minValidMsgLength.
 MIN_ENCODED_LENGTH = _ENCODED_HEADER.size + ID_LENGTH
 BODY_OFFSET = MIN_ENCODED_LENGTH
@@ -40,36 +42,19 @@ def new_batch(node, bodies) -> Batch:
     return Batch(b"".join(parts), len(parts) // 2)
 
 
-class Message:
-    """One delivery of a queued message to a client, tracked until FIN, REQ or timeout.
+def append_frame(parts: list, records: bytes, start: int, end: int) -> int:
+    """Add the frame delivering the encoded message at records[start:end] (header, then ID and
+    body) to an output buffer, counting this delivery as an attempt; returns the frame's size.
 
-    It points into the batch the message came from instead of holding a copy of it: the body is cut
-    out only while its frame is written, so what stays alive in flight is small (on PyPy, copying
-    in-flight messages out of the nursery was half of a consumer's cost)."""
+    The body is cut out of its batch only here, while it is written."""
+    timestamp, attempts = _unpack_header(records, start)
+    parts.append(_pack_frame_header(end - start + 4, FRAME_TYPE_MESSAGE, timestamp, attempts + 1))
+    parts.append(records[start + ID_OFFSET:end])
+    return end - start + 8
 
-    __slots__ = ("id", "records", "start", "end", "timestamp", "attempts", "client", "deadline", "delivered_at")
 
-    def __init__(self, records: bytes, start: int, end: int, client, now: float, deadline: float):
-        """The encoded message at records[start:end] (a batch's span, or a whole bytes with 0, len)."""
-        timestamp, attempts = _unpack_header(records, start)
-        self.records = records
-        self.start = start
-        self.end = end
-        self.id = records[start + 10:start + BODY_OFFSET]
-        self.timestamp = timestamp
-        self.attempts = attempts + 1
-        self.client = client
-        self.delivered_at = now
-        self.deadline = deadline
-
-    def append_frame(self, parts: list) -> int:
-        """Add this delivery's frame (header, then ID and body) to an output buffer; returns its size."""
-        start = self.start
-        end = self.end
-        parts.append(_pack_frame_header(end - start + 4, FRAME_TYPE_MESSAGE, self.timestamp, self.attempts))
-        parts.append(self.records[start + 10:end])
-        return end - start + 8
-
-    def requeued(self) -> bytes:
-        """The encoded message to queue again, carrying the attempts made so far (this one's)."""
-        return _ENCODED_HEADER.pack(self.timestamp, self.attempts) + self.records[self.start + 10:self.end]
+def requeued(records: bytes, start: int, end: int) -> bytes:
+    """The delivered message at records[start:end] encoded to queue again, carrying the attempts
+    made so far (the delivery's)."""
+    timestamp, attempts = _unpack_header(records, start)
+    return _ENCODED_HEADER.pack(timestamp, attempts + 1) + records[start + ID_OFFSET:end]

@@ -1,10 +1,12 @@
 """Channel behaviour beyond single commands: pause, empty, ephemeral cleanup, heap hygiene."""
 from __future__ import annotations
 
+import struct
+
 from twisted.trial.unittest import TestCase
 
-from nsqtx.channel import _HEAP_GROWTH, _HEAP_SLACK
 from nsqtx.errors import QueueError
+from nsqtx.in_flight import _GROWTH, _SLACK
 from nsqtx.message import new_batch
 from tests.support import MESSAGE, Conn, attempts, body, decode, make_node, mpub_body
 
@@ -149,9 +151,9 @@ class ChannelTests(TestCase):
             ids = [m[1] for m in conn.messages()]
             conn.send(b"".join(b"FIN " + i + b"\n" for i in ids))
         self.assertEqual(len(channel.in_flight), 0)
-        referred = sum(len(msgs) for _, _, msgs in channel._in_flight_heap)
-        self.assertEqual(channel._heap_refs, referred)
-        self.assertLessEqual(referred, _HEAP_GROWTH * 100 + _HEAP_SLACK + 100)
+        referred = sum(len(slots) for _, _, slots in channel.in_flight._heap)
+        self.assertEqual(channel.in_flight.heap_refs, referred)
+        self.assertLessEqual(referred, _GROWTH * 100 + _SLACK + 100)
 
     def test_round_robin_resumes_where_it_left_off(self):
         consumers = [self.consumer(rdy=100, port=5000 + i) for i in range(2)]
@@ -215,5 +217,5 @@ class ChannelTests(TestCase):
         first.subscribe(b"t", b"a", rdy=1)
         msg_id = first.frames()[-1][1][10:26]
         first.command(b"REQ " + msg_id + b" 0")
-        self.assertEqual(a.in_flight[msg_id].attempts, 2)
+        self.assertEqual(first.frames()[-1][1][8:10], struct.pack(">H", 2))
         self.assertEqual([attempts(m) for m in b.memory], [0])

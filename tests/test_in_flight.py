@@ -1,0 +1,83 @@
+"""The in-flight table against a plain model: slots are reused, heap entries go stale, and still every
+message expires exactly when its own deadline has come."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import TestCase
+
+from nsqtx.batch import Batch
+from nsqtx.errors import QueueError
+from nsqtx.in_flight import InFlight
+from nsqtx.memory_queue import MemoryQueue
+from tests.support import attempts, encode, message_id
+
+CLIENTS = ("a", "b")
+
+operations = st.lists(st.one_of(
+    st.tuples(st.just("deliver"), st.integers(1, 5), st.sampled_from(CLIENTS), st.integers(1, 30)),
+    st.tuples(st.just("finish"), st.integers(0, 40), st.sampled_from(CLIENTS)),
+    st.tuples(st.just("requeue"), st.integers(0, 40), st.sampled_from(CLIENTS)),
+    st.tuples(st.just("touch"), st.integers(0, 40), st.sampled_from(CLIENTS), st.integers(1, 30)),
+    st.tuples(st.just("advance"), st.integers(0, 20)),
+), max_size=80)
+
+
+class InFlightTests(TestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(operations)
+    def test_matches_a_model(self, ops):
+        table = InFlight()
+        model = {}  # id -> (client, deadline, delivered_at, attempts)
+        queue = MemoryQueue()
+        now = 0.0
+        serial = 0
+        max_timeout = 40
+
+        for op in ops:
+            kind = op[0]
+            if kind == "deliver":
+                _, count, client, timeout = op
+                ids = [b"%016d" % (serial + i) for i in range(count)]
+                serial += count
+                queue.put(Batch.of(encode(7, 2, msg_id, b"body") for msg_id in ids))
+                deadline = now + timeout
+                slots = []
+                for msg_id in ids:
+                    records, start, end = queue.popleft()
+                    slots.append(table.add(records, start, end, client, now, deadline))
+                    model[msg_id] = (client, deadline, now, 3)
+                table.track(deadline, slots)
+            elif kind == "advance":
+                now += op[1]
+                expired = sorted((client, message_id(data), attempts(data)) for client, data in table.expire(now))
+                due = sorted((c, i, a) for i, (c, d, _, a) in model.items() if d <= now)
+                self.assertEqual(expired, due)
+                for _, msg_id, _ in due:
+                    del model[msg_id]
+            else:
+                msg_id = b"%016d" % op[1]
+                client = op[2]
+                owned = model.get(msg_id, (None,))[0] == client
+                if kind == "finish":
+                    action = lambda: table.finish(msg_id, client)  # noqa: E731
+                elif kind == "requeue":
+                    action = lambda: table.requeue(msg_id, client)  # noqa: E731
+                else:
+                    timeout = op[3]
+                    action = lambda: table.touch(msg_id, client, now, timeout, max_timeout)  # noqa: E731
+                if not owned:
+                    self.assertRaises(QueueError, action)
+                    continue
+                result = action()
+                if kind == "touch":
+                    c, _, delivered_at, a = model[msg_id]
+                    model[msg_id] = (c, min(now + timeout, delivered_at + max_timeout), delivered_at, a)
+                else:
+                    if kind == "requeue":
+                        self.assertEqual((message_id(result), attempts(result)), (msg_id, 3))
+                    del model[msg_id]
+            self.assertEqual(len(table), len(model))
+            self.assertEqual(sorted(i for i in model if i in table), sorted(model))
+        self.assertEqual(sorted(message_id(data) for data in table.take_all()), sorted(model))
+        self.assertEqual(len(table), 0)
