@@ -9,6 +9,7 @@ from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
+from nsqtx.eager_write import eager_writer
 from nsqtx.log import NSQLogger
 from nsqtx.message import append_frame
 
@@ -88,6 +89,7 @@ class ClientConnection(LineReceiver):
         self.client_id = self.hostname = host
         self.connect_time = self._last_read = self.clock.seconds()
         self.transport.registerProducer(self, True)
+        self._write = eager_writer(self.transport)
         self._start_heartbeats()
         self.node.client_connected(self)
         log.info("TCP: new client({client})", client=self.remote_address)
@@ -196,7 +198,7 @@ class ClientConnection(LineReceiver):
             data = b"".join(self._wbuf)
             self._wbuf = []
             self._wsize = 0
-            self.transport.write(data)
+            self._write(data)
 
     # -- IPushProducer: the transport tells us when its buffer fills and drains
 

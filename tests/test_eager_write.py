@@ -1,0 +1,70 @@
+"""Writes to a TCP transport go to the socket at once when nothing is queued, else queue in order."""
+from __future__ import annotations
+
+import select
+import socket
+
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from nsqtx.eager_write import eager_writer
+
+
+class _Accepting(protocol.Protocol):
+    def connectionMade(self):
+        self.factory.accepted.callback(self)
+
+
+class EagerWriteTests(TestCase):
+    @defer.inlineCallbacks
+    def connect(self):
+        """(server-side protocol, client socket) over a real loopback TCP connection."""
+        factory = protocol.Factory.forProtocol(_Accepting)
+        factory.accepted = defer.Deferred()
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+        client.setblocking(False)
+        proto = yield factory.accepted
+        self.addCleanup(proto.transport.abortConnection)
+        return proto, client
+
+    @defer.inlineCallbacks
+    def test_sends_without_waiting_for_the_reactor(self):
+        proto, client = yield self.connect()
+        eager_writer(proto.transport)(b"hello")
+        # no reactor turn in between: only a write that went straight to the socket can be read
+        readable, _, _ = select.select([client], [], [], 5)
+        self.assertEqual(client.recv(100) if readable else b"", b"hello")
+        self.assertEqual(proto.transport.dataBuffer[proto.transport.offset:], b"")
+
+    @defer.inlineCallbacks
+    def test_what_the_socket_does_not_take_is_queued_and_everything_arrives_in_order(self):
+        proto, client = yield self.connect()
+        write = eager_writer(proto.transport)
+        chunks = [bytes([i % 251]) * 1000003 for i in range(24)]
+        for chunk in chunks:
+            write(chunk)
+        self.assertTrue(proto.transport._tempDataLen, "24 MB should not all fit in the socket buffers")
+        expected = b"".join(chunks)
+        received = []
+        size = 0
+        while size < len(expected):
+            try:
+                data = client.recv(1 << 20)
+            except BlockingIOError:
+                yield task.deferLater(reactor, 0, lambda: None)
+                continue
+            received.append(data)
+            size += len(data)
+        self.assertEqual(b"".join(received), expected)
+
+    def test_other_transports_get_their_own_write(self):
+        transport = StringTransport()
+        write = eager_writer(transport)
+        write(b"x")
+        transport.write = lambda data: transport.io.write(data.upper())
+        write(b"y")
+        self.assertEqual(transport.value(), b"xY")
