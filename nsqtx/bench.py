@@ -19,7 +19,9 @@ Scenarios (``--scenarios``, default ``pub,sub,mem``):
     messages, then consume it with RDY 2500 and FIN for ``--seconds``, for each count of
     ``--connections``. A backlog the consumers empty before the time is up (seen in ``/stats``)
     would make the rate a lower bound, so the run is then repeated on a fresh server with a backlog
-    sized to last (up to 8 x ``--messages``); the row says so.
+    sized to last (up to 8 x ``--messages``); the row says so. All connection counts of a runtime
+    consume the same backlog (on PyPy a bigger one is slower to consume): a count measured before
+    another raised it runs again.
 ``mem``
     The server's RSS (``VmRSS``) before and after queueing ``--messages`` messages in one channel;
     reports (after - before) / messages, in bytes per queued message.
@@ -509,6 +511,8 @@ class Bench:
         self.nsqload = nsqload
         self.python = python
         self.runtime = runtime
+        #: the sub scenario's backlog: --messages, raised while consumers empty it before the time is up
+        self.sub_backlog = args.messages
 
     def mem_queue_size(self, backlog: int) -> int:
         if self.args.mem_queue_size is not None:
@@ -530,25 +534,33 @@ class Bench:
         counts = self.args.connections[::-1] if reverse else self.args.connections
         if scenario == "pub":
             return [self._guarded(self.row("pub", conns), self.pub) for conns in counts]
-        return [self.sub_until_busy(conns) for conns in counts]
+        rows = {conns: self.sub_until_busy(conns) for conns in counts}
+        # every count consumes the same backlog: a bigger heap makes consuming slower on PyPy, so a
+        # count run before another one raised it is run again
+        for conns in counts:
+            if rows[conns]["backlog"] < self.sub_backlog and not rows[conns]["error"]:
+                rows[conns] = self.sub_until_busy(conns)
+        return [rows[conns] for conns in counts]
 
     def sub_until_busy(self, conns: int) -> dict:
         """The sub scenario, repeated on a fresh server with a bigger backlog while the consumers
         emptied it before the end of the run (which makes the rate a lower bound): big enough to last
-        1.25 x --seconds at the pace it ran out, at most 8 x --messages."""
+        1.25 x --seconds at the pace it ran out, at most 8 x --messages. The backlog reached is kept
+        for this runtime's later runs."""
         a = self.args
-        backlog, limit = a.messages, 8 * a.messages
+        limit = 8 * a.messages
         for _ in range(4):
+            backlog = self.sub_backlog
             row = self._guarded(self.row("sub", conns, backlog), self.sub)
             if row["error"] or not row.get("drained") or backlog >= limit:
                 break
             lasted = row.get("drained_after") or a.seconds / 2
             wanted = max(2 * backlog, 1.25 * row["filled"] * a.seconds / lasted)
-            backlog = min(limit, -(-int(wanted) // 100000) * 100000)
+            self.sub_backlog = min(limit, -(-int(wanted) // 100000) * 100000)
             print("nsqtx.bench: %s sub x%d: %d messages ran out after %.1fs; again with %d"
-                  % (self.runtime, conns, row["filled"], lasted, backlog), file=sys.stderr)
-        if backlog > a.messages:
-            row["notes"].append("backlog raised to %d: %d ran out before %gs" % (backlog, a.messages, a.seconds))
+                  % (self.runtime, conns, row["filled"], lasted, self.sub_backlog), file=sys.stderr)
+        if row["backlog"] > a.messages:
+            row["notes"].append("backlog raised to %d: %d ran out before %gs" % (row["backlog"], a.messages, a.seconds))
         return row
 
     def _guarded(self, row: dict, method) -> dict:
