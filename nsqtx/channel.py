@@ -24,6 +24,9 @@ log = NSQLogger()
 
 #: most messages read back from disk in one go, so a large backlog never blocks the reactor for long
 _DISK_BATCH = 2500
+#: most messages one pump delivers before it lets the reactor turn (and continues in the next turn):
+#: consumers with a large RDY must not keep other clients, /ping included, waiting for long
+_PUMP_SLICE = 512
 
 
 class Channel:
@@ -41,6 +44,8 @@ class Channel:
         self.clients = []
         self._next_client = 0
         self._pumping = False
+        #: the pump's continuation in the reactor's next turn, when a slice ended with work left
+        self._next_slice = None
         self.paused = False
         self.exiting = False
         self.in_flight = InFlight()
@@ -109,7 +114,8 @@ class Channel:
     # -- delivery
 
     def pump(self) -> None:
-        """Hand ready messages to subscribers with spare RDY, round robin, until either runs out.
+        """Hand ready messages to subscribers with spare RDY, round robin, until either runs out or
+        _PUMP_SLICE messages are out; then the rest follows in the reactor's next turn.
 
         Not re-entered: a client that goes away while being written to (and asks for a pump from
         remove_client) is left by the running pump, which keeps its place in the in-flight heap."""
@@ -117,16 +123,22 @@ class Channel:
             return
         self._pumping = True
         try:
-            self._deliver()
+            budget = _PUMP_SLICE - self._deliver(_PUMP_SLICE)
             backend = self.backend
-            while not self.memory and backend is not None and backend.depth and not self.exiting:
+            while budget > 0 and not self.memory and backend is not None and backend.depth and not self.exiting:
                 want = min(sum(c.ready_count - c.in_flight_count for c in self.clients if c.can_receive),
-                           _DISK_BATCH)
+                           _DISK_BATCH, budget)
                 if want <= 0 or not self._refill(want):
                     break
-                self._deliver()
+                budget -= self._deliver(budget)
         finally:
             self._pumping = False
+        if budget <= 0 and self._next_slice is None:
+            self._next_slice = self.clock.callLater(0, self._pump_next_slice)
+
+    def _pump_next_slice(self) -> None:
+        self._next_slice = None
+        self.pump()
 
     def _refill(self, count: int) -> bool:
         """Move up to `count` messages from disk to memory; False if none could be read."""
@@ -134,17 +146,18 @@ class Channel:
         self.memory.put(batch)
         return batch.count > 0
 
-    def _deliver(self) -> None:
+    def _deliver(self, limit: int) -> int:
+        """Deliver up to `limit` messages from memory; returns how many went out."""
         memory = self.memory
         clients = self.clients
         if not memory or not clients:
-            return
+            return 0
         first = self._next_client % len(clients)
         # who can take messages now, in round-robin order from where the last pump stopped; a client
         # leaves the list when its RDY is used up or its transport pauses it
         ready = [c for c in clients[first:] + clients[:first] if c.ready_count > c.in_flight_count and c.can_receive]
         if not ready:
-            return
+            return 0
         now = self.clock.seconds()
         in_flight = self.in_flight
         add = in_flight.add
@@ -154,7 +167,9 @@ class Channel:
         given = [[] for _ in ready]
         entries = list(zip(deadlines, given))
         k = 0
-        while memory and ready:
+        left = limit
+        while left and memory and ready:
+            left -= 1
             if k >= len(ready):
                 k = 0
             client = ready[k]
@@ -170,6 +185,7 @@ class Channel:
                 in_flight.track(deadline, slots)
         if client in clients:  # not if it went away while being served
             self._next_client = clients.index(client) + 1
+        return limit - left
 
     # -- client commands (errors become E_FIN_FAILED etc. in the protocol)
 
@@ -263,6 +279,9 @@ class Channel:
 
     def _disconnect(self) -> None:
         self.exiting = True
+        if self._next_slice is not None:
+            self._next_slice.cancel()
+            self._next_slice = None
         for client in list(self.clients):
             client.close()
         self.clients = []

@@ -5,6 +5,7 @@ import struct
 
 from twisted.trial.unittest import TestCase
 
+from nsqtx.channel import _PUMP_SLICE
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import _GROWTH, _SLACK
 from nsqtx.message import new_batch
@@ -154,6 +155,25 @@ class ChannelTests(TestCase):
         referred = sum(len(slots) for _, _, slots in channel.in_flight._heap)
         self.assertEqual(channel.in_flight.heap_refs, referred)
         self.assertLessEqual(referred, _GROWTH * 100 + _SLACK + 100)
+
+    def test_a_pump_delivers_a_slice_and_the_rest_in_later_reactor_turns(self):
+        """A consumer with a large RDY gets a backlog a slice at a time, so that the reactor turns
+        between serve everyone else (task.Clock runs the continuations of one advance together)."""
+        count = 2 * _PUMP_SLICE + 100
+        conn = self.consumer(rdy=2500)
+        self.publish(*[b"x"] * count)
+        self.assertEqual(len(conn.messages()), _PUMP_SLICE)
+        self.clock.advance(0)
+        self.assertEqual(len(conn.messages()), count - _PUMP_SLICE)
+
+    def test_deleting_a_channel_cancels_its_next_pump_slice(self):
+        self.consumer(rdy=2500)
+        self.publish(*[b"x"] * (_PUMP_SLICE + 1))
+        channel = self.node.topics["t"].channels["c"]
+        pending = [call for call in self.clock.getDelayedCalls() if call.func == channel._pump_next_slice]
+        self.assertEqual(len(pending), 1)
+        self.node.topics["t"].delete_channel("c")
+        self.assertFalse(pending[0].active())
 
     def test_round_robin_resumes_where_it_left_off(self):
         consumers = [self.consumer(rdy=100, port=5000 + i) for i in range(2)]
