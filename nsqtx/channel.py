@@ -40,7 +40,7 @@ class Channel:
         self.memory = MemoryQueue()
         #: the disk queue behind `memory`; None for ephemeral channels
         self.backend = None if self.ephemeral else self.node.backend_queue("%s:%s" % (topic.name, name))
-        #: subscribed connections, in subscription order; delivery goes round robin over them
+        #: subscribed connections, in subscription order; each pump starts one further along
         self.clients = []
         self._next_client = 0
         self._pumping = False
@@ -147,44 +147,43 @@ class Channel:
         return batch.count > 0
 
     def _deliver(self, limit: int) -> int:
-        """Deliver up to `limit` messages from memory; returns how many went out."""
+        """Deliver up to `limit` messages from memory; returns how many went out.
+
+        The subscribers that can take messages share them evenly, each getting its share in one
+        run, so that its frames go out together and its FINs come back together; the turn starts one
+        subscriber further at each call, so single publishes go round robin."""
         memory = self.memory
         clients = self.clients
         if not memory or not clients:
             return 0
         first = self._next_client % len(clients)
-        # who can take messages now, in round-robin order from where the last pump stopped; a client
-        # leaves the list when its RDY is used up or its transport pauses it
+        self._next_client = first + 1
         ready = [c for c in clients[first:] + clients[:first] if c.ready_count > c.in_flight_count and c.can_receive]
-        if not ready:
-            return 0
         now = self.clock.seconds()
         in_flight = self.in_flight
         add = in_flight.add
         popleft = memory.popleft
-        # per client in `ready`: its deadline and the slots of the messages it gets in this pump
-        deadlines = [now + c.msg_timeout for c in ready]
-        given = [[] for _ in ready]
-        entries = list(zip(deadlines, given))
-        k = 0
         left = limit
-        while left and memory and ready:
-            left -= 1
-            if k >= len(ready):
-                k = 0
-            client = ready[k]
-            records, start, end = popleft()
-            given[k].append(add(records, start, end, client, now, deadlines[k]))
-            client.send_message(records, start, end)
-            if client.ready_count > client.in_flight_count and client.can_receive:
-                k += 1
-            else:
-                del ready[k], deadlines[k], given[k]
-        for deadline, slots in entries:
-            if slots:
+        while ready and left and memory:
+            share = -(-min(left, len(memory)) // len(ready))
+            still_ready = []
+            for client in ready:
+                count = min(client.ready_count - client.in_flight_count, share, left, len(memory))
+                deadline = now + client.msg_timeout
+                slots = []
+                for _ in range(count):
+                    records, start, end = popleft()
+                    slots.append(add(records, start, end, client, now, deadline))
+                    client.send_message(records, start, end)
+                    if not client.can_receive:  # its transport paused it, or it went away
+                        break
                 in_flight.track(deadline, slots)
-        if client in clients:  # not if it went away while being served
-            self._next_client = clients.index(client) + 1
+                left -= len(slots)
+                if client.can_receive and client.ready_count > client.in_flight_count:
+                    still_ready.append(client)
+                if not left or not memory:
+                    break
+            ready = still_ready
         return limit - left
 
     # -- client commands (errors become E_FIN_FAILED etc. in the protocol)
