@@ -1,7 +1,9 @@
 """A channel: its ready queue, its subscribers, and the in-flight and deferred priority queues.
 
-Delivery is a pump run in the caller's stack (publish, RDY, FIN/REQ, scan, unpause): nothing waits on
-a per-message timer or Deferred. Expiry is a periodic scan of two heaps (see :meth:`Channel.scan`).
+Delivery is a pump run in the caller's stack (publish, RDY, FIN/REQ, scan, unpause), in slices of at
+most _PUMP_SLICE messages, the rest continuing in the reactor's next turn: nothing waits on a
+per-message timer or Deferred. Expiry is a periodic scan of two heaps: the in-flight table's
+(:mod:`nsqtx.in_flight`) and the deferred messages' (see :meth:`Channel.scan`).
 
 Ready messages (batches of encoded messages, see :mod:`nsqtx.batch`) live in memory up to --mem-queue-size, then
 in the channel's disk queue (none for ephemeral channels, which drop the excess). Once anything is on
