@@ -166,6 +166,16 @@ class ChannelTests(TestCase):
         self.clock.advance(0)
         self.assertEqual(len(conn.messages()), count - _PUMP_SLICE)
 
+    def test_while_a_slice_is_pending_other_triggers_leave_delivery_to_it(self):
+        conn = self.consumer(rdy=2500)
+        self.publish(*[b"x"] * (3 * _PUMP_SLICE))
+        ids = [msg_id for _, msg_id, _ in conn.messages()]
+        conn.send(b"".join(b"FIN " + msg_id + b"\n" for msg_id in ids))
+        self.publish(b"y")
+        self.assertEqual(conn.messages(), [])
+        self.clock.advance(0)
+        self.assertEqual(len(conn.messages()), 2 * _PUMP_SLICE + 1)
+
     def test_deleting_a_channel_cancels_its_next_pump_slice(self):
         self.consumer(rdy=2500)
         self.publish(*[b"x"] * (_PUMP_SLICE + 1))
