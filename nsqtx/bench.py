@@ -21,7 +21,7 @@ Scenarios (``--scenarios``, default ``pub,sub,mem``):
     would make the rate a lower bound, so the run is then repeated on a fresh server with a backlog
     sized to last (up to 8 x ``--messages``); the row says so. All connection counts of a runtime
     consume the same backlog (on PyPy a bigger one is slower to consume): a count measured before
-    another raised it runs again.
+    another raised it runs again, also across ``--repeat`` rounds.
 ``mem``
     The server's RSS (``VmRSS``) before and after queueing ``--messages`` messages in one channel;
     reports (after - before) / messages, in bytes per queued message.
@@ -784,6 +784,11 @@ def _progress(row: dict) -> str:
     return "%.0f msgs/s" % row["rate"]
 
 
+def _report(row: dict) -> None:
+    print("nsqtx.bench: %s %s x%d: %s" % (row["runtime"], row["mode"], row["connections"], _progress(row)),
+          file=sys.stderr, flush=True)
+
+
 def _int_list(text: str):
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -862,8 +867,19 @@ def main(argv=None) -> int:
                 for scenario in args.scenarios:
                     for row in bench.run(scenario, reverse=backwards):
                         runs.append(row)
-                        print("nsqtx.bench: %s %s x%d: %s" % (row["runtime"], row["mode"], row["connections"],
-                                                              _progress(row)), file=sys.stderr, flush=True)
+                        _report(row)
+        # a later round may have raised a runtime's sub backlog: earlier sub runs with a smaller one
+        # run again, so that every count's median comes from the same backlog
+        # (until none is left: a run again may raise it once more, up to its limit)
+        stale = True
+        while stale:
+            stale = False
+            for i, row in enumerate(runs):
+                bench = benches[args.python.index(row["python"])]
+                if row["mode"] == "sub" and not row["error"] and row["backlog"] < bench.sub_backlog:
+                    runs[i] = bench.sub_until_busy(row["connections"])
+                    _report(runs[i])
+                    stale = True
     except BenchError as e:
         print("nsqtx.bench: %s" % e, file=sys.stderr)
         return 2
