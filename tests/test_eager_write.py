@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from nsqtx.eager_write import eager_writer
+from nsqtx.message import new_batch
+from tests.support import start_real_node
 
 
 class _Accepting(protocol.Protocol):
@@ -68,3 +71,47 @@ class EagerWriteTests(TestCase):
         transport.write = lambda data: transport.io.write(data.upper())
         write(b"y")
         self.assertEqual(transport.value(), b"xY")
+
+
+class SlowConsumerTests(TestCase):
+    @defer.inlineCallbacks
+    def test_a_consumer_that_does_not_read_is_paused_and_later_gets_everything(self):
+        """Writes go straight to the socket until it is full; then they queue in the transport, which
+        pauses delivery to that consumer, so the server does not buffer its whole RDY window."""
+        node = start_real_node(self)
+        client = socket.create_connection(("127.0.0.1", node.tcp_port))
+        self.addCleanup(client.close)
+        client.setblocking(False)
+        client.sendall(b"  V2SUB t c\nRDY 2500\n")
+        channel = None
+        for _ in range(1000):
+            channel = node.topics.get("t") and node.topics["t"].channels.get("c")
+            if channel is not None and channel.clients and channel.clients[0].ready_count:
+                break
+            yield task.deferLater(reactor, 0, lambda: None)
+        [consumer] = channel.clients
+        # 2500 x 16 KB: far more than loopback socket buffers hold
+        node.get_topic("t").put(new_batch(node, [bytes([i % 251]) * 16384 for i in range(2500)]))
+        for _ in range(1000):
+            if not consumer.can_receive:
+                break
+            yield task.deferLater(reactor, 0, lambda: None)
+        self.assertFalse(consumer.can_receive)
+        self.assertLess(consumer.in_flight_count, 2500)
+
+        received = bytearray()
+        messages = 0
+        while messages < 2500:
+            try:
+                received += client.recv(1 << 20)
+            except BlockingIOError:
+                yield task.deferLater(reactor, 0, lambda: None)
+                continue
+            while len(received) >= 4:
+                size = struct.unpack(">l", received[:4])[0]
+                if len(received) < 4 + size:
+                    break
+                if struct.unpack(">l", received[4:8])[0] == 2:
+                    messages += 1
+                del received[:4 + size]
+        self.assertEqual(consumer.in_flight_count, 2500)
