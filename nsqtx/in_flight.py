@@ -47,9 +47,6 @@ class InFlight:
     def __len__(self) -> int:
         return len(self.slots)
 
-    def __contains__(self, msg_id: bytes) -> bool:
-        return msg_id in self.slots
-
     def add(self, records: bytes, start: int, end: int, client, now: float, deadline: float) -> int:
         """Record the delivery of the encoded message at records[start:end]; returns its slot, which
         the caller passes to :meth:`track` (with the others of its pump) for it to expire."""
