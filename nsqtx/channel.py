@@ -108,6 +108,7 @@ class Channel:
         if client not in self.clients:
             return
         self.clients.remove(client)
+        self.in_flight.forget(client)
         if not self.clients and self.ephemeral and not self.exiting:
             self.topic.delete_channel(self.name)
         else:

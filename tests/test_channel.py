@@ -1,7 +1,9 @@
 """Channel behaviour beyond single commands: pause, empty, ephemeral cleanup, heap hygiene."""
 from __future__ import annotations
 
+import gc
 import struct
+import weakref
 
 from twisted.trial.unittest import TestCase
 
@@ -213,6 +215,24 @@ class ChannelTests(TestCase):
         self.clock.advance(6)
         self.node.scan_queues()
         self.assertEqual([attempts for attempts, _, _ in other.messages()], [2])
+
+    def test_a_consumer_that_left_is_let_go_once_its_messages_time_out(self):
+        """Its messages stay in flight to it until they time out; after that the channel keeps
+        nothing of it."""
+        self.node.options.msg_timeout = 5.0
+        left = self.consumer(rdy=10)
+        self.publish(b"1", b"2")
+        self.assertEqual(len(left.messages()), 2)
+        left.lose()
+        gone = weakref.ref(left.proto)
+        del left
+        channel = self.node.topics["t"].channels["c"]
+        self.assertEqual(len(channel.in_flight), 2)
+        self.clock.advance(6)
+        self.node.scan_queues()
+        gc.collect()
+        self.assertEqual((len(channel.in_flight), channel.depth()), (0, 2))
+        self.assertIsNone(gone())
 
     def test_topic_with_no_channel_holds_until_first_channel_only(self):
         self.publish(b"1", b"2")

@@ -1,5 +1,6 @@
-"""The in-flight table against a plain model: slots are reused, heap entries go stale, and still every
-message expires exactly when its own deadline has come."""
+"""The in-flight table against a plain model: slots are reused, heap entries go stale, answers come in
+and out of order, clients leave, and still every message is found by its owner alone and expires
+exactly when its own deadline has come."""
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -15,10 +16,12 @@ from tests.support import attempts, encode, message_id
 CLIENTS = ("a", "b")
 
 operations = st.lists(st.one_of(
-    st.tuples(st.just("deliver"), st.integers(1, 5), st.sampled_from(CLIENTS), st.integers(1, 30)),
-    st.tuples(st.just("finish"), st.integers(0, 40), st.sampled_from(CLIENTS)),
-    st.tuples(st.just("requeue"), st.integers(0, 40), st.sampled_from(CLIENTS)),
-    st.tuples(st.just("touch"), st.integers(0, 40), st.sampled_from(CLIENTS), st.integers(1, 30)),
+    st.tuples(st.just("deliver"), st.integers(1, 70), st.sampled_from(CLIENTS), st.integers(1, 30)),
+    st.tuples(st.just("finish"), st.integers(0, 200), st.sampled_from(CLIENTS), st.booleans()),
+    st.tuples(st.just("finish_oldest"), st.integers(1, 40), st.sampled_from(CLIENTS)),
+    st.tuples(st.just("leave"), st.sampled_from(CLIENTS)),
+    st.tuples(st.just("requeue"), st.integers(0, 200), st.sampled_from(CLIENTS), st.booleans()),
+    st.tuples(st.just("touch"), st.integers(0, 200), st.sampled_from(CLIENTS), st.booleans(), st.integers(1, 30)),
     st.tuples(st.just("advance"), st.integers(0, 20)),
 ), max_size=80)
 
@@ -28,7 +31,7 @@ class InFlightTests(TestCase):
     @given(operations)
     def test_matches_a_model(self, ops):
         table = InFlight()
-        model = {}  # id -> (client, deadline, delivered_at, attempts)
+        model = {}  # id -> (client, deadline, delivered_at, attempts), in delivery order
         queue = MemoryQueue()
         now = 0.0
         serial = 0
@@ -48,6 +51,14 @@ class InFlightTests(TestCase):
                     slots.append(table.add(records, start, end, client, now, deadline))
                     model[msg_id] = (client, deadline, now, 3)
                 table.track(deadline, slots)
+            elif kind == "finish_oldest":
+                # as most consumers answer: in the order of delivery
+                _, count, client = op
+                for msg_id in [i for i, entry in model.items() if entry[0] == client][:count]:
+                    table.finish(msg_id, client)
+                    del model[msg_id]
+            elif kind == "leave":
+                table.forget(op[1])
             elif kind == "advance":
                 now += op[1]
                 expired = sorted((client, message_id(data), attempts(data)) for client, data in table.expire(now))
@@ -56,15 +67,16 @@ class InFlightTests(TestCase):
                 for _, msg_id, _ in due:
                     del model[msg_id]
             else:
-                msg_id = b"%016d" % op[1]
-                client = op[2]
+                _, n, client, known = op[:4]
+                # mostly a message in flight (to either client), else any ID, in flight or not
+                msg_id = list(model)[n % len(model)] if known and model else b"%016d" % n
                 owned = model.get(msg_id, (None,))[0] == client
                 if kind == "finish":
                     action = lambda: table.finish(msg_id, client)  # noqa: E731
                 elif kind == "requeue":
                     action = lambda: table.requeue(msg_id, client)  # noqa: E731
                 else:
-                    timeout = op[3]
+                    timeout = op[4]
                     action = lambda: table.touch(msg_id, client, now, timeout, max_timeout)  # noqa: E731
                 if not owned:
                     self.assertRaises(QueueError, action)
@@ -77,6 +89,6 @@ class InFlightTests(TestCase):
                     if kind == "requeue":
                         self.assertEqual((message_id(result), attempts(result)), (msg_id, 3))
                     del model[msg_id]
-            self.assertEqual(sorted(table.slots), sorted(model))
+            self.assertEqual(len(table), len(model))
         self.assertEqual(sorted(message_id(data) for data in table.take_all()), sorted(model))
         self.assertEqual(len(table), 0)
