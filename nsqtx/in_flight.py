@@ -9,18 +9,18 @@ list cells, reused once its message is finished; on CPython it is also no contai
 collector to track.
 
 FIN, REQ and TOUCH name a message by ID, and consumers mostly answer in the order they were sent
-to. So each client's deliveries are kept in that order (:class:`_Sent`, a ring of slot numbers),
-and a FIN is first compared with the oldest one, in place, without cutting out an ID. Only a
-delivery that an answer passes over is moved to an index by ID (a dict), once; so is every
-delivery of a client that leaves, and every other client's when an ID is not found among the
-asker's (to tell "not owned" from "not in flight"). Indexing every delivery instead cost a key
-object surviving in PyPy's nursery and two dict operations per message, more than all the rest of
-in-flight bookkeeping, and the more so the more was in flight: with two consumers PyPy consumed
-less than with one.
+to. So each client's deliveries are kept in that order (a deque of slots), and a FIN is first
+compared with the oldest one, in place, without cutting out an ID. Only a delivery that an answer
+passes over is moved to an index by ID (a dict), once; so is every delivery of a client that
+leaves, and every other client's when an ID is not found among the asker's (to tell "not owned"
+from "not in flight"). Indexing every delivery instead cost a key object surviving in PyPy's
+nursery and two dict operations per message, more than all the rest of in-flight bookkeeping, and
+the more so the more was in flight.
 
-A ring entry is a slot with the serial number of its delivery; a slot's serial is cleared when its
-message is finished, requeued or expires, so entries whose delivery ended elsewhere (timed out,
-found through the index) are recognised and skipped, even once the slot is reused.
+A client's deliveries expire in the order they were made (one timeout per client), so a message
+that times out while in its client's deque is at its front, or soon will be: its slot stays taken
+until the deque gives it back, so that no deque entry ever refers to a reused slot. On PyPy the
+deques are :class:`~nsqtx.int_deque.IntDeque`, which keeps slot numbers unboxed.
 
 Expiry is a heap of (deadline, sequence, slots): the messages one pump gives one client share a
 deadline, so they share an entry. Entries go stale when their messages are finished, requeued or
@@ -31,53 +31,35 @@ a fraction of a pass per delivery.
 """
 from __future__ import annotations
 
+import platform
+from collections import deque
 from heapq import heapify, heappop, heappush
 
 from nsqtx.errors import QueueError
+from nsqtx.int_deque import IntDeque
 from nsqtx.message import BODY_OFFSET, ID_OFFSET, requeued
 
 _GROWTH = 4
 _SLACK = 4096
-#: a client's first ring size (a power of two)
-_RING = 64
-
-
-class _Sent:
-    """One client's deliveries, oldest first: (slot, serial) pairs in a ring of two int lists,
-    which PyPy stores unboxed. `head` and `tail` only grow; the entry at n is at n & mask."""
-    __slots__ = ("slots", "serials", "head", "tail", "mask")
-
-    def __init__(self, size: int = _RING):
-        self.slots = [0] * size
-        self.serials = [0] * size
-        self.head = 0
-        self.tail = 0
-        self.mask = size - 1
-
-    def entries(self) -> list:
-        """The (slot, serial) pairs from head to tail, taking them."""
-        mask = self.mask
-        out = [(self.slots[n & mask], self.serials[n & mask]) for n in range(self.head, self.tail)]
-        self.head = self.tail
-        return out
+#: a client's deliveries, as slots in the order they went out
+_Fifo = IntDeque if platform.python_implementation() == "PyPy" else deque
 
 
 class InFlight:
-    def __init__(self):
-        #: per slot: the batch holding the message (None while the slot is free), where the message
-        #: lies in it, the client it went to, its deadline, when it was delivered, and the serial
-        #: number of the delivery (0 while free)
+    def __init__(self, fifo=_Fifo):
+        #: the deque type holding each client's deliveries
+        self._fifo = fifo
+        #: per slot: the batch holding the message (None once it is finished or expired), where the
+        #: message lies in it, the client it went to, its deadline and when it was delivered
         self.records = []
         self.start = []
         self.end = []
         self.client = []
         self.deadline = []
         self.delivered_at = []
-        self.serial = []
         self._free = []
         self._count = 0
-        self._serial = 0
-        #: client -> its deliveries not yet answered or indexed, in order
+        #: client -> its deliveries not yet answered or indexed (slots), oldest first
         self._sent = {}
         #: message ID -> slot, for the deliveries taken out of order
         self._index = {}
@@ -92,7 +74,6 @@ class InFlight:
     def add(self, records: bytes, start: int, end: int, client, now: float, deadline: float) -> int:
         """Record the delivery of the encoded message at records[start:end]; returns its slot, which
         the caller passes to :meth:`track` (with the others of its pump) for it to expire."""
-        self._serial = serial = self._serial + 1
         free = self._free
         if free:
             slot = free.pop()
@@ -102,7 +83,6 @@ class InFlight:
             self.client[slot] = client
             self.deadline[slot] = deadline
             self.delivered_at[slot] = now
-            self.serial[slot] = serial
         else:
             slot = len(self.records)
             self.records.append(records)
@@ -111,33 +91,12 @@ class InFlight:
             self.client.append(client)
             self.deadline.append(deadline)
             self.delivered_at.append(now)
-            self.serial.append(serial)
         self._count += 1
         sent = self._sent.get(client)
         if sent is None:
-            sent = self._sent[client] = _Sent()
-        if sent.tail - sent.head > sent.mask:
-            self._make_room(sent)
-        tail = sent.tail
-        i = tail & sent.mask
-        sent.slots[i] = slot
-        sent.serials[i] = serial
-        sent.tail = tail + 1
+            sent = self._sent[client] = self._fifo()
+        sent.append(slot)
         return slot
-
-    def _make_room(self, sent: _Sent) -> None:
-        """A full ring drops the entries whose delivery ended elsewhere, and doubles if that did not
-        free half of it: so it holds at most about twice what is in flight to its client."""
-        serials = self.serial
-        live = [(slot, serial) for slot, serial in sent.entries() if serials[slot] == serial]
-        size = sent.mask + 1
-        if len(live) * 2 > size:
-            size *= 2
-        sent.__init__(size)
-        for i, (slot, serial) in enumerate(live):
-            sent.slots[i] = slot
-            sent.serials[i] = serial
-        sent.tail = len(live)
 
     def track(self, deadline: float, slots: list) -> None:
         self._seq += 1
@@ -148,27 +107,21 @@ class InFlight:
 
     def _take(self, msg_id: bytes, client) -> int:
         """The slot of `msg_id` (16 bytes, as the protocol checks), in flight to `client`, taken out
-        of the client's ring or the index (QueueError if it is not in flight, or to another client)."""
+        of the client's deque or the index (QueueError if it is not in flight, or to another client)."""
         sent = self._sent.get(client)
-        if sent is not None:
-            serials = self.serial
-            mask = sent.mask
-            while sent.head != sent.tail:
-                i = sent.head & mask
-                slot = sent.slots[i]
-                if serials[slot] == sent.serials[i]:
-                    if self.records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
-                        sent.head += 1
-                        return slot
-                    break
-                sent.head += 1  # its delivery ended elsewhere
+        if sent:
+            records = self.records
+            slot = sent[0]
+            if records[slot] is not None and records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
+                sent.popleft()
+                return slot
         slot = self._index.pop(msg_id, None)
         if slot is not None:
             if self.client[slot] is client:
                 return slot
             self._index[msg_id] = slot
             raise QueueError("client does not own message")
-        if sent is not None:
+        if sent:
             slot = self._find_indexing(sent, msg_id)
             if slot is not None:
                 return slot
@@ -176,27 +129,26 @@ class InFlight:
             self._index_all(other)
         raise QueueError("client does not own message" if msg_id in self._index else "ID not in flight")
 
-    def _find_indexing(self, sent: _Sent, msg_id: bytes):
-        """Look for `msg_id` in the ring, indexing the deliveries passed over on the way."""
-        serials = self.serial
+    def _find_indexing(self, sent, msg_id: bytes):
+        """Look for `msg_id` in a client's deque, indexing the deliveries passed over on the way."""
         records = self.records
-        mask = sent.mask
-        while sent.head != sent.tail:
-            i = sent.head & mask
-            sent.head += 1
-            slot = sent.slots[i]
-            if serials[slot] != sent.serials[i]:
-                continue
-            if records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
+        while sent:
+            slot = sent.popleft()
+            if records[slot] is None:
+                self._free.append(slot)
+            elif records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
                 return slot
-            self._index[self._msg_id(slot)] = slot
+            else:
+                self._index[self._msg_id(slot)] = slot
         return None
 
     def _index_all(self, client) -> None:
-        """Move every delivery in the client's ring to the index, dropping the ring."""
-        serials = self.serial
-        for slot, serial in self._sent.pop(client).entries():
-            if serials[slot] == serial:
+        """Move every delivery in the client's deque to the index, dropping the deque."""
+        records = self.records
+        for slot in self._sent.pop(client):
+            if records[slot] is None:
+                self._free.append(slot)
+            else:
                 self._index[self._msg_id(slot)] = slot
 
     def forget(self, client) -> None:
@@ -225,10 +177,12 @@ class InFlight:
         self.track(deadline, [slot])
 
     def _release(self, slot: int) -> None:
+        self._end(slot)
+        self._free.append(slot)
+
+    def _end(self, slot: int) -> None:
         self.records[slot] = None
         self.client[slot] = None
-        self.serial[slot] = 0
-        self._free.append(slot)
         self._count -= 1
 
     def _msg_id(self, slot: int) -> bytes:
@@ -249,9 +203,15 @@ class InFlight:
                     continue  # finished, or touched (a later entry has it), or reused since
                 client = self.client[slot]
                 expired.append((client, requeued(records[slot], self.start[slot], self.end[slot])))
-                if self._index:
-                    self._index.pop(self._msg_id(slot), None)
-                self._release(slot)
+                if self._index and self._index.pop(self._msg_id(slot), None) is not None:
+                    self._release(slot)
+                else:
+                    self._end(slot)  # its client's deque gives the slot back
+        if expired:
+            free = self._free
+            for sent in self._sent.values():
+                while sent and records[sent[0]] is None:
+                    free.append(sent.popleft())
         return expired
 
     def _live(self) -> list:
@@ -275,4 +235,4 @@ class InFlight:
         return out
 
     def clear(self) -> None:
-        self.__init__()
+        self.__init__(self._fifo)

@@ -3,6 +3,8 @@ and out of order, clients leave, and still every message is found by its owner a
 exactly when its own deadline has come."""
 from __future__ import annotations
 
+from collections import deque
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
@@ -10,10 +12,13 @@ from twisted.trial.unittest import TestCase
 from nsqtx.batch import Batch
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import InFlight
+from nsqtx.int_deque import IntDeque
 from nsqtx.memory_queue import MemoryQueue
 from tests.support import attempts, encode, message_id
 
 CLIENTS = ("a", "b")
+#: what holds a client's deliveries: CPython's choice and PyPy's; both are tested on both
+FIFOS = st.sampled_from([deque, IntDeque])
 
 operations = st.lists(st.one_of(
     st.tuples(st.just("deliver"), st.integers(1, 70), st.sampled_from(CLIENTS), st.integers(1, 30)),
@@ -28,9 +33,9 @@ operations = st.lists(st.one_of(
 
 class InFlightTests(TestCase):
     @settings(max_examples=300, deadline=None)
-    @given(operations)
-    def test_matches_a_model(self, ops):
-        table = InFlight()
+    @given(FIFOS, operations)
+    def test_matches_a_model(self, fifo, ops):
+        table = InFlight(fifo)
         model = {}  # id -> (client, deadline, delivered_at, attempts), in delivery order
         queue = MemoryQueue()
         now = 0.0
@@ -92,3 +97,41 @@ class InFlightTests(TestCase):
             self.assertEqual(len(table), len(model))
         self.assertEqual(sorted(message_id(data) for data in table.take_all()), sorted(model))
         self.assertEqual(len(table), 0)
+
+    def test_slots_of_expired_messages_are_reused(self):
+        """A consumer that never answers gets its messages taken back at each timeout; the table
+        reuses their slots rather than growing."""
+        for fifo in (deque, IntDeque):
+            table = InFlight(fifo)
+            queue = MemoryQueue()
+            now = 0.0
+            for round_ in range(50):
+                queue.put(Batch.of(encode(7, 0, b"%016d" % (round_ * 10 + i), b"body") for i in range(10)))
+                table.track(now + 5, [table.add(*queue.popleft(), "a", now, now + 5) for _ in range(10)])
+                now += 6
+                self.assertEqual(len(table.expire(now)), 10)
+            self.assertEqual((len(table), len(table.records)), (0, 10))
+
+    def test_answers_go_past_messages_that_expired_out_of_delivery_order(self):
+        """Messages given a shorter timeout than one delivered before them expire first, behind it;
+        answers after it still find their messages, and the expired ones' slots are reused."""
+        for fifo in (deque, IntDeque):
+            table = InFlight(fifo)
+            queue = MemoryQueue()
+            serial = iter(range(1000))
+
+            def deliver(count, timeout):
+                ids = [b"%016d" % next(serial) for _ in range(count)]
+                queue.put(Batch.of(encode(7, 0, msg_id, b"body") for msg_id in ids))
+                table.track(timeout, [table.add(*queue.popleft(), "a", 0.0, timeout) for _ in ids])
+                return ids
+
+            [first] = deliver(1, 30.0)
+            deliver(4, 5.0)
+            self.assertEqual(len(table.expire(6.0)), 4)
+            table.finish(first, "a")
+            for count in (4, 4, 8):
+                for msg_id in deliver(count, 30.0):
+                    table.finish(msg_id, "a")
+            # the expired ones' slots were taken while they waited behind `first`: 8 at most
+            self.assertEqual((len(table), len(table.records)), (0, 8))
