@@ -15,14 +15,12 @@ _FIRST_SIZE = 64
 class IntDeque:
     __slots__ = ("_items", "_head", "_tail", "_mask")
 
-    def __init__(self, items=()):
+    def __init__(self):
         self._items = [0] * _FIRST_SIZE
         #: positions only grow; position n is at _items[n & _mask]
         self._head = 0
         self._tail = 0
         self._mask = _FIRST_SIZE - 1
-        for item in items:
-            self.append(item)
 
     def __len__(self) -> int:
         return self._tail - self._head

@@ -20,7 +20,10 @@ class IntDequeTests(TestCase):
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.integers(0, 1000), max_size=100), operations)
     def test_matches_deque(self, initial, ops):
-        ours, theirs = IntDeque(initial), deque(initial)
+        ours, theirs = IntDeque(), deque()
+        for item in initial:
+            ours.append(item)
+            theirs.append(item)
         for op in ops:
             if op[0] == "append":
                 ours.append(op[1])
