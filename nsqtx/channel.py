@@ -120,9 +120,9 @@ class Channel:
         """Hand ready messages to subscribers with spare RDY until either runs out or _PUMP_SLICE
         messages are out; then the rest follows in the reactor's next turn, and until then other
         calls (FINs, publishes, RDY) leave delivery to that continuation. So a busy channel delivers
-        one slice per turn: turns stay short, and a delivery's FIN is read a turn later, before
-        its in-flight entry is old enough to be copied out of PyPy's nursery (with two consumers
-        pumping on each one's FINs too, entries lived twice as long).
+        one slice per turn: turns stay short (other clients and /ping wait less), and each
+        consumer's FINs are read between slices (with two consumers pumping on each one's FINs
+        too, a turn delivered two or three slices and FINs waited longer).
 
         Not re-entered: a client that goes away while being written to (and asks for a pump from
         remove_client) is left by the running pump, which keeps its place in the in-flight heap."""
