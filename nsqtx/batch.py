@@ -1,11 +1,12 @@
-"""A batch: encoded messages (see :mod:`nsqtx.message`) stored back to back in go-diskqueue's record
-format, ``[4-byte big-endian length][encoded message]`` each, in one immutable ``bytes``.
+"""A batch: records ``[4-byte big-endian length][data]`` back to back in one immutable ``bytes``, as
+go-diskqueue stores them. In memory the data are messages encoded as frames (so a batch is the wire
+frames delivering them, see :mod:`nsqtx.message`); read from or written to a disk queue, messages
+encoded as Go nsqd encodes them.
 
-This is how messages travel and wait in memory. An MPUB of 200 messages is one object, not 200: on
-PyPy a queued message then costs the garbage collector nothing (one large, pointer-free object per
+This is how messages travel and wait. An MPUB of 200 messages is one object, not 200: on PyPy a
+queued message then costs the garbage collector nothing (one large, pointer-free object per
 publish, never copied out of the nursery message by message), on CPython it saves the per-object
-header, fan-out shares one object with every channel, and a batch spilled to disk is already in the
-disk queue's format. A message is cut out of its batch only when it is delivered.
+header, and fan-out shares one object with every channel. Messages are delivered as slices of it.
 """
 from __future__ import annotations
 

@@ -5,10 +5,11 @@ most _PUMP_SLICE messages, the rest continuing in the reactor's next turn: nothi
 per-message timer or Deferred. Expiry is a periodic scan of two heaps: the in-flight table's
 (:mod:`nsqtx.in_flight`) and the deferred messages' (see :meth:`Channel.scan`).
 
-Ready messages (batches of encoded messages, see :mod:`nsqtx.batch`) live in memory up to --mem-queue-size, then
-in the channel's disk queue (none for ephemeral channels, which drop the excess). Once anything is on
-disk, new messages queue behind it there too, so a backlog comes back in publish order; the pump
-reads from disk only as many messages as subscribers can take at that moment.
+Ready messages (batches of messages encoded as frames, see :mod:`nsqtx.message`) live in memory up
+to --mem-queue-size, then in the channel's disk queue (none for ephemeral channels, which drop the
+excess). Once anything is on disk, new messages queue behind it there too, so a backlog comes back
+in publish order; the pump reads from disk only as many messages as subscribers can take at that
+moment.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from nsqtx.errors import QueueError
 from nsqtx.in_flight import InFlight
 from nsqtx.log import NSQLogger
 from nsqtx.memory_queue import MemoryQueue
+from nsqtx.message import from_disk
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
@@ -149,7 +151,7 @@ class Channel:
 
     def _refill(self, count: int) -> bool:
         """Move up to `count` messages from disk to memory; False if none could be read."""
-        batch = self.backend.read(count)
+        batch = from_disk(self.backend.read(count))
         self.memory.put(batch)
         return batch.count > 0
 
@@ -168,8 +170,9 @@ class Channel:
         ready = [c for c in clients[first:] + clients[:first] if c.ready_count > c.in_flight_count and c.can_receive]
         now = self.clock.seconds()
         in_flight = self.in_flight
-        add = in_flight.add
-        popleft = memory.popleft
+        add_run = in_flight.add_run
+        front = memory.front
+        advance = memory.advance
         left = limit
         while ready and left and memory:
             share = -(-min(left, len(memory)) // len(ready))
@@ -178,12 +181,15 @@ class Channel:
                 count = min(client.ready_count - client.in_flight_count, share, left, len(memory))
                 deadline = now + client.msg_timeout
                 slots = []
-                for _ in range(count):
-                    records, start, end = popleft()
-                    slots.append(add(records, start, end, client, now, deadline))
-                    client.send_message(records, start, end)
-                    if not client.can_receive:  # its transport paused it, or it went away
-                        break
+                # runs of consecutive frames of one batch, each at most what fills the client's
+                # output buffer, so that a transport that pauses the client stops it in time
+                while count and client.can_receive:
+                    records, start, available = front()
+                    end, sent = add_run(records, start, min(count, available), client.buffer_room(), client, now,
+                                        deadline, slots)
+                    advance(end, sent)
+                    client.send_messages(records, start, end, sent)
+                    count -= sent
                 in_flight.track(deadline, slots)
                 left -= len(slots)
                 if client.can_receive and client.ready_count > client.in_flight_count:

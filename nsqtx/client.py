@@ -11,7 +11,6 @@ from zope.interface import implementer
 
 from nsqtx.eager_write import eager_writer
 from nsqtx.log import NSQLogger
-from nsqtx.message import append_frame
 
 log = NSQLogger()
 
@@ -175,12 +174,18 @@ class ClientConnection(LineReceiver):
         else:
             self.flush()
 
-    def send_message(self, records: bytes, start: int, end: int) -> None:
-        """Deliver the encoded message at records[start:end]; called by the channel's pump with the
-        message already recorded in flight to us."""
-        self.in_flight_count += 1
-        self.message_count += 1
-        self._wsize += append_frame(self._wbuf, records, start, end)
+    def buffer_room(self) -> int:
+        """How many bytes of messages fill the output buffer (at least one message's worth)."""
+        return max(self.output_buffer_size - self._wsize, 1)
+
+    def send_messages(self, records: bytes, start: int, end: int, count: int) -> None:
+        """Deliver `count` messages whose frames lie at records[start:end] (a batch's records are
+        frames, see :mod:`nsqtx.message`); called by the channel's pump with the messages already
+        recorded in flight to us."""
+        self.in_flight_count += count
+        self.message_count += count
+        self._wbuf.append(records[start:end])
+        self._wsize += end - start
         if self._wsize >= self.output_buffer_size or self.in_flight_count >= self.ready_count:
             self.flush()
         elif self._flush_timer is None:
@@ -194,8 +199,9 @@ class ClientConnection(LineReceiver):
         self.flush()
 
     def flush(self) -> None:
-        if self._wbuf:
-            data = b"".join(self._wbuf)
+        wbuf = self._wbuf
+        if wbuf:
+            data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
             self._wbuf = []
             self._wsize = 0
             self._write(data)

@@ -37,8 +37,10 @@ from heapq import heapify, heappop, heappush
 
 from nsqtx.errors import QueueError
 from nsqtx.int_deque import IntDeque
+from nsqtx.batch import RECORD_LENGTH
 from nsqtx.message import BODY_OFFSET, ID_OFFSET, requeued
 
+_unpack_length = RECORD_LENGTH.unpack_from
 _GROWTH = 4
 _SLACK = 4096
 #: a client's deliveries, as slots in the order they went out
@@ -50,10 +52,9 @@ class InFlight:
         #: the deque type holding each client's deliveries
         self._fifo = fifo
         #: per slot: the batch holding the message (None once it is finished or expired), where the
-        #: message lies in it, the client it went to, its deadline and when it was delivered
+        #: message starts in it, the client it went to, its deadline and when it was delivered
         self.records = []
         self.start = []
-        self.end = []
         self.client = []
         self.deadline = []
         self.delivered_at = []
@@ -71,32 +72,42 @@ class InFlight:
     def __len__(self) -> int:
         return self._count
 
-    def add(self, records: bytes, start: int, end: int, client, now: float, deadline: float) -> int:
-        """Record the delivery of the encoded message at records[start:end]; returns its slot, which
-        the caller passes to :meth:`track` (with the others of its pump) for it to expire."""
-        free = self._free
-        if free:
-            slot = free.pop()
-            self.records[slot] = records
-            self.start[slot] = start
-            self.end[slot] = end
-            self.client[slot] = client
-            self.deadline[slot] = deadline
-            self.delivered_at[slot] = now
-        else:
-            slot = len(self.records)
-            self.records.append(records)
-            self.start.append(start)
-            self.end.append(end)
-            self.client.append(client)
-            self.deadline.append(deadline)
-            self.delivered_at.append(now)
-        self._count += 1
+    def add_run(self, records: bytes, pos: int, max_count: int, max_bytes: int, client, now: float,
+                deadline: float, slots: list):
+        """Record the delivery of the messages whose records follow one another from records[pos]:
+        `max_count` of them, or fewer once they reach `max_bytes` (at least one). Their slots go to
+        `slots`, which the caller passes to :meth:`track` to make them expire. Returns where the
+        next record starts and how many were recorded."""
         sent = self._sent.get(client)
         if sent is None:
             sent = self._sent[client] = self._fifo()
-        sent.append(slot)
-        return slot
+        free = self._free
+        batches, starts, clients, deadlines, delivered = (self.records, self.start, self.client,
+                                                          self.deadline, self.delivered_at)
+        limit = pos + max_bytes
+        count = 0
+        while count < max_count and pos < limit:
+            start = pos + 4
+            pos = start + _unpack_length(records, pos)[0]
+            if free:
+                slot = free.pop()
+                batches[slot] = records
+                starts[slot] = start
+                clients[slot] = client
+                deadlines[slot] = deadline
+                delivered[slot] = now
+            else:
+                slot = len(batches)
+                batches.append(records)
+                starts.append(start)
+                clients.append(client)
+                deadlines.append(deadline)
+                delivered.append(now)
+            sent.append(slot)
+            slots.append(slot)
+            count += 1
+        self._count += count
+        return pos, count
 
     def track(self, deadline: float, slots: list) -> None:
         self._seq += 1
@@ -164,7 +175,7 @@ class InFlight:
     def requeue(self, msg_id: bytes, client) -> bytes:
         """Take the message back from `client`; returns it encoded, carrying this attempt."""
         slot = self._take(msg_id, client)
-        data = requeued(self.records[slot], self.start[slot], self.end[slot])
+        data = requeued(self.records[slot], self.start[slot])
         self._release(slot)
         return data
 
@@ -202,7 +213,7 @@ class InFlight:
                 if records[slot] is None or deadlines[slot] > now:
                     continue  # finished, or touched (a later entry has it), or reused since
                 client = self.client[slot]
-                expired.append((client, requeued(records[slot], self.start[slot], self.end[slot])))
+                expired.append((client, requeued(records[slot], self.start[slot])))
                 if self._index and self._index.pop(self._msg_id(slot), None) is not None:
                     self._release(slot)
                 else:
@@ -230,7 +241,7 @@ class InFlight:
 
     def take_all(self) -> list:
         """Empty the table; returns every message in it encoded, carrying its attempt (shutdown)."""
-        out = [requeued(self.records[slot], self.start[slot], self.end[slot]) for slot in self._live()]
+        out = [requeued(self.records[slot], self.start[slot]) for slot in self._live()]
         self.clear()
         return out
 

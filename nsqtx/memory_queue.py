@@ -1,15 +1,13 @@
 """The in-memory part of a topic's or channel's queue: a FIFO of messages kept as whole batches.
 
-Putting a batch in costs one append whatever its size; a message is cut out of its batch when it is
-taken, so only messages on their way out exist as objects of their own.
+Putting a batch in costs one append whatever its size, and taking messages out builds nothing per
+message: a run of them goes out as one slice of their batch (see :mod:`nsqtx.message`).
 """
 from __future__ import annotations
 
 from collections import deque
 
-from nsqtx.batch import RECORD_LENGTH, Batch
-
-_unpack_length = RECORD_LENGTH.unpack_from
+from nsqtx.batch import Batch
 
 
 class MemoryQueue:
@@ -37,21 +35,22 @@ class MemoryQueue:
         """One encoded message (a requeue, a timeout, a deferred message coming due)."""
         self.put(Batch.of((data,)))
 
-    def popleft(self):
-        """The oldest message as (records, start, end): where it lies in its batch, so a delivery
-        copies out only the part it sends (IndexError when empty, as a deque's)."""
+    def front(self):
+        """(records, pos, count): the oldest batch, where its next record starts and how many of its
+        messages are left; a consumer's share is sent as a run of them (IndexError when empty)."""
         batch = self._batches[0]
-        records = batch.records
-        start = self._pos + 4
-        end = start + _unpack_length(records, self._pos)[0]
-        if end >= len(records):
+        return batch.records, self._pos, batch.count - self._taken
+
+    def advance(self, pos: int, count: int) -> None:
+        """Remove the first `count` messages left in the oldest batch; the next one starts at `pos`."""
+        batch = self._batches[0]
+        if self._taken + count >= batch.count:
             self._batches.popleft()
             self._pos = self._taken = 0
         else:
-            self._pos = end
-            self._taken += 1
-        self._len -= 1
-        return records, start, end
+            self._pos = pos
+            self._taken += count
+        self._len -= count
 
     def take(self, max_count=None) -> list:
         """Remove whole batches from the front until at least `max_count` messages (all without

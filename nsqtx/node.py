@@ -20,7 +20,7 @@ from nsqtx.files import remove_file
 from nsqtx.guid import GUIDFactory
 from nsqtx.http_api import make_site
 from nsqtx.log import NSQLogger, set_log_level
-from nsqtx.message import MIN_ENCODED_LENGTH
+from nsqtx.message import MIN_DISK_LENGTH, to_disk
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name
 from nsqtx.options import Options, check_data_path, parse_address
 from nsqtx.protocol_v2 import V2Factory
@@ -72,8 +72,8 @@ class NSQD(Service):
 
     def backend_queue(self, name: str) -> DiskQueue:
         options = self.options
-        return DiskQueue(name, options.data_path, options.max_bytes_per_file, MIN_ENCODED_LENGTH,
-                         options.max_msg_size + MIN_ENCODED_LENGTH, options.sync_every, options.sync_timeout,
+        return DiskQueue(name, options.data_path, options.max_bytes_per_file, MIN_DISK_LENGTH,
+                         options.max_msg_size + MIN_DISK_LENGTH, options.sync_every, options.sync_timeout,
                          self.clock, self._remove_file)
 
     def _remove_file(self, path: str) -> None:
@@ -89,7 +89,7 @@ class NSQD(Service):
         """Write a batch to a disk queue; a failure marks the node unhealthy (/ping, /stats) and
         raises QueueError, which the publisher sees as E_PUB_FAILED / a 503."""
         try:
-            backend.put(batch)
+            backend.put(to_disk(batch))
         except (OSError, ValueError) as err:
             self.health_error = "failed to write message to backend - %s" % (err,)
             log.error("DISKQUEUE({name}): {error}", name=backend.name, error=self.health_error)

@@ -13,7 +13,7 @@ from nsqtx.channel import Channel
 from nsqtx.errors import QueueError
 from nsqtx.log import NSQLogger
 from nsqtx.memory_queue import MemoryQueue
-from nsqtx.message import BODY_OFFSET
+from nsqtx.message import BODY_OFFSET, from_disk
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
@@ -106,7 +106,7 @@ class Topic:
         deferred, self.held_deferred = self.held_deferred, []
         batches = self.memory.take(_DRAIN_BATCH)
         if not batches and self.backend is not None:
-            batches = [self.backend.read(_DRAIN_BATCH)]
+            batches = [from_disk(self.backend.read(_DRAIN_BATCH))]
         try:
             for channel in list(self.channels.values()):
                 for batch in batches:

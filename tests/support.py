@@ -23,6 +23,25 @@ def encode(timestamp: int, attempts: int, msg_id: bytes, body: bytes) -> bytes:
     return struct.pack(">qH", timestamp, attempts) + msg_id + body
 
 
+def in_memory(timestamp: int, attempts: int, msg_id: bytes, body: bytes) -> bytes:
+    """A message that has had `attempts` deliveries, encoded as it waits in memory: the frame of its
+    next delivery without the size (frame type, timestamp, attempts of that delivery, ID, body).
+    Attempts wrap as nsqd's uint16 does."""
+    return struct.pack(">LqH", MESSAGE, timestamp, (attempts + 1) % 65536) + msg_id + body
+
+
+def from_memory(data: bytes) -> bytes:
+    """A message encoded as it waits in memory, encoded as nsqd encodes it (attempts made so far)."""
+    kind, timestamp, next_attempt = struct.unpack_from(">LqH", data)
+    assert kind == MESSAGE, kind
+    return encode(timestamp, (next_attempt - 1) % 65536, data[14:30], data[30:])
+
+
+def queued(queue) -> list:
+    """The messages waiting in a memory queue, encoded as nsqd encodes them."""
+    return [from_memory(data) for data in queue]
+
+
 def message_id(data: bytes) -> bytes:
     return data[10:26]
 

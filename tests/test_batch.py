@@ -27,22 +27,38 @@ class BatchTests(TestCase):
         self.assertEqual((list(rest), len(rest)), (items[len(kept):], len(items) - len(kept)))
 
 
+def pop(queue, count: int) -> list:
+    """Take up to `count` messages as the pump does: a run from the front of the oldest batch."""
+    records, pos, available = queue.front()
+    out = []
+    for _ in range(min(count, available)):
+        end = pos + 4 + struct.unpack_from(">l", records, pos)[0]
+        out.append(records[pos + 4:end])
+        pos = end
+    queue.advance(pos, len(out))
+    return out
+
+
 def popleft(queue):
-    records, start, end = queue.popleft()
-    return records[start:end]
+    [data] = pop(queue, 1)
+    return data
 
 
 class MemoryQueueTests(TestCase):
     @given(st.lists(st.tuples(messages, st.integers(min_value=0, max_value=40)), max_size=8),
            st.integers(min_value=1, max_value=50))
     def test_behaves_as_a_fifo_of_messages(self, steps, take):
-        """Each step puts a batch and pops some messages; the queue must always match a list."""
+        """Each step puts a batch and pops some messages in runs; the queue must always match a list."""
         queue, model = MemoryQueue(), []
         for items, pops in steps:
             queue.put(Batch.of(items))
             model.extend(items)
-            for _ in range(min(pops, len(model))):
-                self.assertEqual(popleft(queue), model.pop(0))
+            pops = min(pops, len(model))
+            while pops:
+                run = pop(queue, pops)
+                self.assertEqual(run, model[:len(run)])
+                del model[:len(run)]
+                pops -= len(run)
             self.assertEqual((len(queue), list(queue), bool(queue)), (len(model), model, bool(model)))
         taken = queue.take(take)
         got = [data for batch in taken for data in batch]
@@ -67,7 +83,7 @@ class MemoryQueueTests(TestCase):
         queue.put(Batch.of([]))
         queue.append(b"x")
         self.assertEqual((len(queue), queue.take()[0].count), (1, 1))
-        self.assertRaises(IndexError, queue.popleft)
+        self.assertRaises(IndexError, queue.front)
 
     def test_clear_forgets_a_started_batch(self):
         queue = MemoryQueue()

@@ -11,7 +11,7 @@ from nsqtx.channel import _PUMP_SLICE
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import _GROWTH, _SLACK
 from nsqtx.message import new_batch
-from tests.support import MESSAGE, Conn, attempts, body, decode, make_node, mpub_body
+from tests.support import MESSAGE, Conn, attempts, body, decode, make_node, mpub_body, queued
 
 
 class ChannelTests(TestCase):
@@ -138,7 +138,7 @@ class ChannelTests(TestCase):
         self.publish(b"2")
         channel = self.node.topics["t"].channels["c"]
         channel.requeue(conn.proto, msg_id, 0)
-        self.assertEqual([(attempts(m), body(m)) for m in channel.memory], [(0, b"2"), (1, b"1")])
+        self.assertEqual([(attempts(m), body(m)) for m in queued(channel.memory)], [(0, b"2"), (1, b"1")])
 
     def test_deleting_a_channel_closes_its_consumers(self):
         conn = self.consumer()
@@ -210,11 +210,12 @@ class ChannelTests(TestCase):
         self.publish(*[b"%d" % i for i in range(4)])
         channel = self.node.topics["t"].channels["c"]
         delivered = other.messages()
-        self.assertEqual((len(delivered), len(channel.in_flight), channel.depth()), (3, 4, 0))
+        # each got its share of two, the lost one in the write that lost it
+        self.assertEqual((len(delivered), len(channel.in_flight), channel.depth()), (2, 4, 0))
         other.send(b"".join(b"FIN " + msg_id + b"\n" for _, msg_id, _ in delivered))
         self.clock.advance(6)
         self.node.scan_queues()
-        self.assertEqual([attempts for attempts, _, _ in other.messages()], [2])
+        self.assertEqual([attempts for attempts, _, _ in other.messages()], [2, 2])
 
     def test_a_consumer_that_left_is_let_go_once_its_messages_time_out(self):
         """Its messages stay in flight to it until they time out; after that the channel keeps
@@ -268,4 +269,4 @@ class ChannelTests(TestCase):
         msg_id = first.frames()[-1][1][10:26]
         first.command(b"REQ " + msg_id + b" 0")
         self.assertEqual(first.frames()[-1][1][8:10], struct.pack(">H", 2))
-        self.assertEqual([attempts(m) for m in b.memory], [0])
+        self.assertEqual([attempts(m) for m in queued(b.memory)], [0])

@@ -29,7 +29,7 @@ from nsqtx.diskqueue import DiskQueue
 from nsqtx.http_api import HTTPError, encode_json, make_site, parse_query
 from nsqtx.node import NSQD
 from nsqtx.options import Options
-from tests.support import MESSAGE, RESPONSE, Conn, body as message_body, data_dir, message_id, mpub_body
+from tests.support import MESSAGE, RESPONSE, Conn, body as message_body, data_dir, message_id, mpub_body, queued
 
 START = 1000.0
 V1_HEADER = b"nsq; version=1.0"
@@ -118,7 +118,7 @@ class APITestCase(TestCase):
         return conn
 
     def bodies(self, queue):
-        return [message_body(data) for data in queue]
+        return [message_body(data) for data in queued(queue)]
 
     def stats(self, query: str = "") -> dict:
         response = self.get("/stats?format=json" + query)
@@ -234,7 +234,7 @@ class PubTests(APITestCase):
     def test_message_gets_an_id_and_the_publish_time(self):
         self.post("/pub?topic=t", b"a")
         self.post("/pub?topic=t", b"b")
-        first, second = self.node.topics["t"].memory
+        first, second = queued(self.node.topics["t"].memory)
         self.assertEqual(len(message_id(first)), 16)
         self.assertNotEqual(message_id(first), message_id(second))
         self.assertEqual(struct.unpack(">qH", first[:10]), (int(START * 1e9), 0))

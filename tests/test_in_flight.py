@@ -13,15 +13,15 @@ from nsqtx.batch import Batch
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import InFlight
 from nsqtx.int_deque import IntDeque
-from nsqtx.memory_queue import MemoryQueue
-from tests.support import attempts, encode, message_id
+from tests.support import attempts, from_memory, in_memory, message_id
 
 CLIENTS = ("a", "b")
 #: what holds a client's deliveries: CPython's choice and PyPy's; both are tested on both
 FIFOS = st.sampled_from([deque, IntDeque])
 
 operations = st.lists(st.one_of(
-    st.tuples(st.just("deliver"), st.integers(1, 70), st.sampled_from(CLIENTS), st.integers(1, 30)),
+    st.tuples(st.just("deliver"), st.integers(1, 70), st.sampled_from(CLIENTS), st.integers(1, 30),
+              st.integers(1, 3000)),
     st.tuples(st.just("finish"), st.integers(0, 200), st.sampled_from(CLIENTS), st.booleans()),
     st.tuples(st.just("finish_oldest"), st.integers(1, 40), st.sampled_from(CLIENTS)),
     st.tuples(st.just("leave"), st.sampled_from(CLIENTS)),
@@ -31,13 +31,24 @@ operations = st.lists(st.one_of(
 ), max_size=80)
 
 
+#: a test message's record: length, frame type, timestamp, attempts, ID, b"body"
+RECORD_SIZE = 4 + 4 + 8 + 2 + 16 + 4
+
+
+def deliver(table, ids, now, deadline):
+    """Deliver one new message per ID to client "a", in one run."""
+    records = Batch.of(in_memory(7, 0, msg_id, b"body") for msg_id in ids).records
+    slots = []
+    table.add_run(records, 0, len(ids), len(records), "a", now, deadline, slots)
+    table.track(deadline, slots)
+
+
 class InFlightTests(TestCase):
     @settings(max_examples=300, deadline=None)
     @given(FIFOS, operations)
     def test_matches_a_model(self, fifo, ops):
         table = InFlight(fifo)
         model = {}  # id -> (client, deadline, delivered_at, attempts), in delivery order
-        queue = MemoryQueue()
         now = 0.0
         serial = 0
         max_timeout = 40
@@ -45,16 +56,21 @@ class InFlightTests(TestCase):
         for op in ops:
             kind = op[0]
             if kind == "deliver":
-                _, count, client, timeout = op
+                _, count, client, timeout, max_bytes = op
                 ids = [b"%016d" % (serial + i) for i in range(count)]
                 serial += count
-                queue.put(Batch.of(encode(7, 2, msg_id, b"body") for msg_id in ids))
+                records = Batch.of(in_memory(7, 2, msg_id, b"body") for msg_id in ids).records
                 deadline = now + timeout
                 slots = []
+                pos = 0
+                while len(slots) < count:
+                    left = count - len(slots)
+                    pos, recorded = table.add_run(records, pos, left, max_bytes, client, now, deadline, slots)
+                    # runs stop at the first record that reaches max_bytes
+                    self.assertEqual(recorded, min(left, -(-max_bytes // RECORD_SIZE)))
                 for msg_id in ids:
-                    records, start, end = queue.popleft()
-                    slots.append(table.add(records, start, end, client, now, deadline))
                     model[msg_id] = (client, deadline, now, 3)
+                self.assertEqual(pos, len(records))
                 table.track(deadline, slots)
             elif kind == "finish_oldest":
                 # as most consumers answer: in the order of delivery
@@ -66,7 +82,8 @@ class InFlightTests(TestCase):
                 table.forget(op[1])
             elif kind == "advance":
                 now += op[1]
-                expired = sorted((client, message_id(data), attempts(data)) for client, data in table.expire(now))
+                expired = sorted((client, message_id(data), attempts(data))
+                                 for client, data in ((c, from_memory(d)) for c, d in table.expire(now)))
                 due = sorted((c, i, a) for i, (c, d, _, a) in model.items() if d <= now)
                 self.assertEqual(expired, due)
                 for _, msg_id, _ in due:
@@ -92,10 +109,11 @@ class InFlightTests(TestCase):
                     model[msg_id] = (c, min(now + timeout, delivered_at + max_timeout), delivered_at, a)
                 else:
                     if kind == "requeue":
+                        result = from_memory(result)
                         self.assertEqual((message_id(result), attempts(result)), (msg_id, 3))
                     del model[msg_id]
             self.assertEqual(len(table), len(model))
-        self.assertEqual(sorted(message_id(data) for data in table.take_all()), sorted(model))
+        self.assertEqual(sorted(message_id(from_memory(data)) for data in table.take_all()), sorted(model))
         self.assertEqual(len(table), 0)
 
     def test_slots_of_expired_messages_are_reused(self):
@@ -103,11 +121,9 @@ class InFlightTests(TestCase):
         reuses their slots rather than growing."""
         for fifo in (deque, IntDeque):
             table = InFlight(fifo)
-            queue = MemoryQueue()
             now = 0.0
             for round_ in range(50):
-                queue.put(Batch.of(encode(7, 0, b"%016d" % (round_ * 10 + i), b"body") for i in range(10)))
-                table.track(now + 5, [table.add(*queue.popleft(), "a", now, now + 5) for _ in range(10)])
+                deliver(table, [b"%016d" % (round_ * 10 + i) for i in range(10)], now, now + 5)
                 now += 6
                 self.assertEqual(len(table.expire(now)), 10)
             self.assertEqual((len(table), len(table.records)), (0, 10))
@@ -117,21 +133,19 @@ class InFlightTests(TestCase):
         answers after it still find their messages, and the expired ones' slots are reused."""
         for fifo in (deque, IntDeque):
             table = InFlight(fifo)
-            queue = MemoryQueue()
             serial = iter(range(1000))
 
-            def deliver(count, timeout):
+            def deliver_new(count, timeout):
                 ids = [b"%016d" % next(serial) for _ in range(count)]
-                queue.put(Batch.of(encode(7, 0, msg_id, b"body") for msg_id in ids))
-                table.track(timeout, [table.add(*queue.popleft(), "a", 0.0, timeout) for _ in ids])
+                deliver(table, ids, 0.0, timeout)
                 return ids
 
-            [first] = deliver(1, 30.0)
-            deliver(4, 5.0)
+            [first] = deliver_new(1, 30.0)
+            deliver_new(4, 5.0)
             self.assertEqual(len(table.expire(6.0)), 4)
             table.finish(first, "a")
             for count in (4, 4, 8):
-                for msg_id in deliver(count, 30.0):
+                for msg_id in deliver_new(count, 30.0):
                     table.finish(msg_id, "a")
             # the expired ones' slots were taken while they waited behind `first`: 8 at most
             self.assertEqual((len(table), len(table.records)), (0, 8))
