@@ -100,14 +100,16 @@ def make_node(case, **overrides):
 
 
 class CountingTransport(StringTransport):
-    """Counts write calls, so tests can hold the server to one write per flush."""
+    """Counts write calls and their sizes, so tests can hold the server to one write per flush."""
 
     def __init__(self, *args, **kwargs):
         StringTransport.__init__(self, *args, **kwargs)
         self.writes = 0
+        self.write_sizes = []
 
     def write(self, data):
         self.writes += 1
+        self.write_sizes.append(len(data))
         StringTransport.write(self, data)
 
 

@@ -685,6 +685,40 @@ class HeartbeatAndBufferTests(Base):
         publisher.command(b"PUB t", b"x" * 40)
         self.assertEqual(len(conn.messages()), 2)
 
+    def test_a_backlog_goes_out_in_writes_of_the_buffer_size(self):
+        """Messages are sent as runs of their batch, but a write still waits only until the buffer
+        is full: 8 frames of 134 bytes pass 1000 bytes, 7 do not."""
+        conn = self.conn()
+        conn.identify(output_buffer_size=1000, output_buffer_timeout=1000)
+        conn.subscribe(rdy=100)
+        conn.frames()
+        before = len(conn.transport.write_sizes)
+        self.conn(9000).command(b"MPUB t", mpub_body([b"%100d" % i for i in range(50)]))
+        self.assertEqual(conn.transport.write_sizes[before:], [8 * 134] * 6)
+        self.clock.advance(1)
+        self.assertEqual(conn.transport.write_sizes[before:], [8 * 134] * 6 + [2 * 134])
+        self.assertEqual([body for _, _, body in conn.messages()], [b"%100d" % i for i in range(50)])
+
+    def test_a_transport_that_fills_up_stops_delivery_at_the_next_write(self):
+        conn = self.conn()
+        conn.identify(output_buffer_size=1000)
+        conn.subscribe(rdy=100)
+        conn.frames()
+        write = conn.transport.write
+
+        def write_and_fill(data):
+            write(data)
+            conn.proto.pauseProducing()
+
+        conn.transport.write = write_and_fill
+        self.conn(9000).command(b"MPUB t", mpub_body([b"%100d" % i for i in range(50)]))
+        channel = self.node.topics["t"].channels["c"]
+        self.assertEqual((len(conn.messages()), channel.depth()), (8, 42))
+        conn.transport.write = write
+        conn.proto.resumeProducing()
+        self.clock.advance(1)
+        self.assertEqual((len(conn.messages()), channel.depth()), (42, 0))
+
     def test_backpressure_pauses_delivery_and_reading(self):
         conn = self.conn()
         conn.subscribe(rdy=10)
