@@ -2,8 +2,8 @@
 
 Delivery is a pump run in the caller's stack (publish, RDY, FIN/REQ, scan, unpause), in slices of at
 most _PUMP_SLICE messages, the rest continuing in the reactor's next turn: nothing waits on a
-per-message timer or Deferred. Expiry is a periodic scan of two heaps: the in-flight table's
-(:mod:`nsqtx.in_flight`) and the deferred messages' (see :meth:`Channel.scan`).
+per-message timer or Deferred. Expiry is a periodic scan of the in-flight table
+(:mod:`nsqtx.in_flight`) and of the deferred messages' heap (see :meth:`Channel.scan`).
 
 Ready messages (batches of messages encoded as frames, see :mod:`nsqtx.message`) live in memory up
 to --mem-queue-size, then in the channel's disk queue (none for ephemeral channels, which drop the
@@ -180,18 +180,16 @@ class Channel:
             for client in ready:
                 count = min(client.ready_count - client.in_flight_count, share, left, len(memory))
                 deadline = now + client.msg_timeout
-                slots = []
                 # runs of consecutive frames of one batch, each at most what fills the client's
                 # output buffer, so that a transport that pauses the client stops it in time
                 while count and client.can_receive:
                     records, start, available = front()
                     end, sent = add_run(records, start, min(count, available), client.buffer_room(), client, now,
-                                        deadline, slots)
+                                        deadline)
                     advance(end, sent)
                     client.send_messages(records, start, end, sent)
                     count -= sent
-                in_flight.track(deadline, slots)
-                left -= len(slots)
+                    left -= sent
                 if client.can_receive and client.ready_count > client.in_flight_count:
                     still_ready.append(client)
                 if not left or not memory:

@@ -17,17 +17,15 @@ from "not in flight"). Indexing every delivery instead cost a key object survivi
 nursery and two dict operations per message, more than all the rest of in-flight bookkeeping, and
 the more so the more was in flight.
 
-A client's deliveries expire in the order they were made (one timeout per client), so a message
-that times out while in its client's deque is at its front, or soon will be: its slot stays taken
-until the deque gives it back, so that no deque entry ever refers to a reused slot. On PyPy the
-deques are :class:`~nsqtx.int_deque.IntDeque`, which keeps slot numbers unboxed.
-
-Expiry is a heap of (deadline, sequence, slots): the messages one pump gives one client share a
-deadline, so they share an entry. Entries go stale when their messages are finished, requeued or
-touched, and are dropped lazily: a popped entry expires only the slots still in use whose deadline
-has come. Once the heap refers to more than _GROWTH times the live slots plus _SLACK, it is rebuilt
-from the live ones, so a high FIN rate cannot grow it without bound; the factor keeps a rebuild to
-a fraction of a pass per delivery.
+A client's deliveries expire in the order they were made (one timeout per client, fixed once it
+has subscribed), so expiry takes them from the front of its deque while their deadline has come;
+that costs nothing per delivery. Only indexed deliveries (touched, passed over, or of a client that
+left) have an entry in a heap of (deadline, sequence, slot); one that is answered leaves its entry
+behind, dropped when popped. Once the heap holds more than _GROWTH times the indexed deliveries plus
+_SLACK entries, it is rebuilt from the index, so a high rate of TOUCH cannot grow it without
+bound. A run delivered with an earlier deadline than its client's last one (the wall clock went
+back) is indexed, so that it does not wait behind the later ones. On PyPy the deques are
+:class:`~nsqtx.int_deque.IntDeque`, which keeps slot numbers unboxed.
 """
 from __future__ import annotations
 
@@ -35,9 +33,9 @@ import platform
 from collections import deque
 from heapq import heapify, heappop, heappush
 
+from nsqtx.batch import RECORD_LENGTH
 from nsqtx.errors import QueueError
 from nsqtx.int_deque import IntDeque
-from nsqtx.batch import RECORD_LENGTH
 from nsqtx.message import BODY_OFFSET, ID_OFFSET, requeued
 
 _unpack_length = RECORD_LENGTH.unpack_from
@@ -51,8 +49,8 @@ class InFlight:
     def __init__(self, fifo=_Fifo):
         #: the deque type holding each client's deliveries
         self._fifo = fifo
-        #: per slot: the batch holding the message (None once it is finished or expired), where the
-        #: message starts in it, the client it went to, its deadline and when it was delivered
+        #: per slot: the batch holding the message (None once the slot is free), where the message
+        #: starts in it, the client it went to, its deadline and when it was delivered
         self.records = []
         self.start = []
         self.client = []
@@ -60,27 +58,28 @@ class InFlight:
         self.delivered_at = []
         self._free = []
         self._count = 0
-        #: client -> its deliveries not yet answered or indexed (slots), oldest first
+        #: client -> its deliveries not yet answered, expired or indexed (slots), oldest first
         self._sent = {}
-        #: message ID -> slot, for the deliveries taken out of order
+        #: message ID -> slot, for the deliveries taken out of their client's deque
         self._index = {}
+        #: (deadline, sequence, slot) for indexed deliveries, some of them stale
         self._heap = []
-        #: how many slots the heap's entries refer to, live or stale
-        self.heap_refs = 0
         self._seq = 0
 
     def __len__(self) -> int:
         return self._count
 
     def add_run(self, records: bytes, pos: int, max_count: int, max_bytes: int, client, now: float,
-                deadline: float, slots: list):
-        """Record the delivery of the messages whose records follow one another from records[pos]:
-        `max_count` of them, or fewer once they reach `max_bytes` (at least one). Their slots go to
-        `slots`, which the caller passes to :meth:`track` to make them expire. Returns where the
-        next record starts and how many were recorded."""
+                deadline: float):
+        """Record the delivery to `client`, expiring at `deadline`, of the messages whose records
+        follow one another from records[pos]: `max_count` of them, or fewer once they reach
+        `max_bytes` (at least one). Returns where the next record starts and how many were
+        recorded."""
         sent = self._sent.get(client)
         if sent is None:
             sent = self._sent[client] = self._fifo()
+        elif sent and deadline < self.deadline[sent[-1]]:
+            sent = None  # indexed below, so as not to wait behind later deadlines
         free = self._free
         batches, starts, clients, deadlines, delivered = (self.records, self.start, self.client,
                                                           self.deadline, self.delivered_at)
@@ -103,17 +102,20 @@ class InFlight:
                 clients.append(client)
                 deadlines.append(deadline)
                 delivered.append(now)
-            sent.append(slot)
-            slots.append(slot)
+            if sent is None:
+                self._add_to_index(slot)
+            else:
+                sent.append(slot)
             count += 1
         self._count += count
         return pos, count
 
-    def track(self, deadline: float, slots: list) -> None:
+    def _add_to_index(self, slot: int) -> None:
+        deadline = self.deadline[slot]
+        self._index[self._msg_id(slot)] = slot
         self._seq += 1
-        heappush(self._heap, (deadline, self._seq, slots))
-        self.heap_refs += len(slots)
-        if self.heap_refs > _GROWTH * self._count + _SLACK:
+        heappush(self._heap, (deadline, self._seq, slot))
+        if len(self._heap) > _GROWTH * len(self._index) + _SLACK:
             self._compact()
 
     def _take(self, msg_id: bytes, client) -> int:
@@ -121,9 +123,8 @@ class InFlight:
         of the client's deque or the index (QueueError if it is not in flight, or to another client)."""
         sent = self._sent.get(client)
         if sent:
-            records = self.records
             slot = sent[0]
-            if records[slot] is not None and records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
+            if self.records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
                 sent.popleft()
                 return slot
         slot = self._index.pop(msg_id, None)
@@ -145,22 +146,15 @@ class InFlight:
         records = self.records
         while sent:
             slot = sent.popleft()
-            if records[slot] is None:
-                self._free.append(slot)
-            elif records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
+            if records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
                 return slot
-            else:
-                self._index[self._msg_id(slot)] = slot
+            self._add_to_index(slot)
         return None
 
     def _index_all(self, client) -> None:
         """Move every delivery in the client's deque to the index, dropping the deque."""
-        records = self.records
         for slot in self._sent.pop(client):
-            if records[slot] is None:
-                self._free.append(slot)
-            else:
-                self._index[self._msg_id(slot)] = slot
+            self._add_to_index(slot)
 
     def forget(self, client) -> None:
         """The client is gone: what is in flight to it stays so (until it times out, as in nsqd),
@@ -182,19 +176,14 @@ class InFlight:
     def touch(self, msg_id: bytes, client, now: float, timeout: float, max_timeout: float) -> None:
         """Restart the message's timeout, as far as `max_timeout` after its delivery allows."""
         slot = self._take(msg_id, client)
-        self._index[msg_id] = slot
-        deadline = min(now + timeout, self.delivered_at[slot] + max_timeout)
-        self.deadline[slot] = deadline
-        self.track(deadline, [slot])
+        self.deadline[slot] = min(now + timeout, self.delivered_at[slot] + max_timeout)
+        self._add_to_index(slot)
 
     def _release(self, slot: int) -> None:
-        self._end(slot)
-        self._free.append(slot)
-
-    def _end(self, slot: int) -> None:
         self.records[slot] = None
         self.client[slot] = None
         self._count -= 1
+        self._free.append(slot)
 
     def _msg_id(self, slot: int) -> bytes:
         start = self.start[slot]
@@ -203,45 +192,37 @@ class InFlight:
     def expire(self, now: float) -> list:
         """Take back every message whose deadline has come: [(client, encoded message), ...]."""
         expired = []
-        heap = self._heap
         records = self.records
+        starts = self.start
         deadlines = self.deadline
+        for client, sent in self._sent.items():
+            while sent and deadlines[sent[0]] <= now:
+                slot = sent.popleft()
+                expired.append((client, requeued(records[slot], starts[slot])))
+                self._release(slot)
+        heap = self._heap
+        index = self._index
         while heap and heap[0][0] <= now:
-            _, _, slots = heappop(heap)
-            self.heap_refs -= len(slots)
-            for slot in slots:
-                if records[slot] is None or deadlines[slot] > now:
-                    continue  # finished, or touched (a later entry has it), or reused since
-                client = self.client[slot]
-                expired.append((client, requeued(records[slot], self.start[slot])))
-                if self._index and self._index.pop(self._msg_id(slot), None) is not None:
-                    self._release(slot)
-                else:
-                    self._end(slot)  # its client's deque gives the slot back
-        if expired:
-            free = self._free
-            for sent in self._sent.values():
-                while sent and records[sent[0]] is None:
-                    free.append(sent.popleft())
+            slot = heappop(heap)[2]
+            if records[slot] is None or deadlines[slot] > now:
+                continue  # answered, or touched again (a later entry has it), or reused
+            # a slot in use whose deadline has come is an indexed one: deques are in deadline
+            # order, and their due deliveries went above
+            del index[self._msg_id(slot)]
+            expired.append((self.client[slot], requeued(records[slot], starts[slot])))
+            self._release(slot)
         return expired
 
-    def _live(self) -> list:
-        records = self.records
-        return [slot for slot in range(len(records)) if records[slot] is not None]
-
     def _compact(self) -> None:
-        by_deadline = {}
         deadlines = self.deadline
-        for slot in self._live():
-            by_deadline.setdefault(deadlines[slot], []).append(slot)
-        heap = [(deadline, i, slots) for i, (deadline, slots) in enumerate(by_deadline.items())]
+        heap = [(deadlines[slot], i, slot) for i, slot in enumerate(self._index.values())]
         heapify(heap)
         self._heap = heap
-        self.heap_refs = self._count
 
     def take_all(self) -> list:
         """Empty the table; returns every message in it encoded, carrying its attempt (shutdown)."""
-        out = [requeued(self.records[slot], self.start[slot]) for slot in self._live()]
+        records = self.records
+        out = [requeued(records[slot], self.start[slot]) for slot in range(len(records)) if records[slot] is not None]
         self.clear()
         return out
 

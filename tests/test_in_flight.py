@@ -38,9 +38,7 @@ RECORD_SIZE = 4 + 4 + 8 + 2 + 16 + 4
 def deliver(table, ids, now, deadline):
     """Deliver one new message per ID to client "a", in one run."""
     records = Batch.of(in_memory(7, 0, msg_id, b"body") for msg_id in ids).records
-    slots = []
-    table.add_run(records, 0, len(ids), len(records), "a", now, deadline, slots)
-    table.track(deadline, slots)
+    table.add_run(records, 0, len(ids), len(records), "a", now, deadline)
 
 
 class InFlightTests(TestCase):
@@ -61,17 +59,16 @@ class InFlightTests(TestCase):
                 serial += count
                 records = Batch.of(in_memory(7, 2, msg_id, b"body") for msg_id in ids).records
                 deadline = now + timeout
-                slots = []
                 pos = 0
-                while len(slots) < count:
-                    left = count - len(slots)
-                    pos, recorded = table.add_run(records, pos, left, max_bytes, client, now, deadline, slots)
+                left = count
+                while left:
+                    pos, recorded = table.add_run(records, pos, left, max_bytes, client, now, deadline)
                     # runs stop at the first record that reaches max_bytes
                     self.assertEqual(recorded, min(left, -(-max_bytes // RECORD_SIZE)))
+                    left -= recorded
                 for msg_id in ids:
                     model[msg_id] = (client, deadline, now, 3)
                 self.assertEqual(pos, len(records))
-                table.track(deadline, slots)
             elif kind == "finish_oldest":
                 # as most consumers answer: in the order of delivery
                 _, count, client = op
@@ -128,9 +125,10 @@ class InFlightTests(TestCase):
                 self.assertEqual(len(table.expire(now)), 10)
             self.assertEqual((len(table), len(table.records)), (0, 10))
 
-    def test_answers_go_past_messages_that_expired_out_of_delivery_order(self):
-        """Messages given a shorter timeout than one delivered before them expire first, behind it;
-        answers after it still find their messages, and the expired ones' slots are reused."""
+    def test_messages_with_an_earlier_deadline_than_the_last_expire_on_time(self):
+        """A client's messages delivered with an earlier deadline than those before them (the wall
+        clock went back) expire at their own deadline, not behind the others; the slots of all of
+        them are reused."""
         for fifo in (deque, IntDeque):
             table = InFlight(fifo)
             serial = iter(range(1000))
@@ -147,5 +145,4 @@ class InFlightTests(TestCase):
             for count in (4, 4, 8):
                 for msg_id in deliver_new(count, 30.0):
                     table.finish(msg_id, "a")
-            # the expired ones' slots were taken while they waited behind `first`: 8 at most
             self.assertEqual((len(table), len(table.records)), (0, 8))
