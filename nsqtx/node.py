@@ -64,6 +64,9 @@ class NSQD(Service):
         self._all_closed = None
         #: while metadata is being loaded, changes are not written back one by one
         self._loading = False
+        #: (batch, its disk encoding) of the last batch written to a disk queue: a publish fanned
+        #: out to several channels that all spill to disk is converted once
+        self._last_to_disk = (None, None)
 
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
@@ -88,8 +91,12 @@ class NSQD(Service):
     def write_backend(self, backend: DiskQueue, batch) -> None:
         """Write a batch to a disk queue; a failure marks the node unhealthy (/ping, /stats) and
         raises QueueError, which the publisher sees as E_PUB_FAILED / a 503."""
+        last, encoded = self._last_to_disk
+        if last is not batch:
+            encoded = to_disk(batch)
+            self._last_to_disk = (batch, encoded)
         try:
-            backend.put(to_disk(batch))
+            backend.put(encoded)
         except (OSError, ValueError) as err:
             self.health_error = "failed to write message to backend - %s" % (err,)
             log.error("DISKQUEUE({name}): {error}", name=backend.name, error=self.health_error)

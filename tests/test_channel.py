@@ -10,7 +10,8 @@ from twisted.trial.unittest import TestCase
 from nsqtx.channel import _PUMP_SLICE
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import _GROWTH, _SLACK
-from nsqtx.message import new_batch
+from nsqtx import node as node_module
+from nsqtx.message import new_batch, to_disk
 from tests.support import MESSAGE, Conn, attempts, body, decode, make_node, mpub_body, queued
 
 
@@ -105,6 +106,28 @@ class ChannelTests(TestCase):
         channel = self.node.get_topic("t").get_channel("c")
         self.publish(b"1", b"2", b"3")
         self.assertEqual((len(channel.memory), channel.backend_depth()), (2, 1))
+
+    def test_a_publish_that_several_channels_spill_is_converted_for_disk_once(self):
+        self.node.options.mem_queue_size = 0
+        topic = self.node.get_topic("t")
+        for name in ("a", "b", "c"):
+            topic.get_channel(name)
+        converted = []
+
+        def counting_to_disk(batch):
+            converted.append(batch.count)
+            return to_disk(batch)
+
+        self.patch(node_module, "to_disk", counting_to_disk)
+        self.publish(b"1", b"2", b"3")
+        self.publish(b"4")
+        self.assertEqual(converted, [3, 1])
+        for name in (b"a", b"b", b"c"):
+            conn = Conn(self.node, 5000 + name[0]).magic()
+            conn.identify(output_buffer_timeout=-1)
+            conn.subscribe(b"t", name, rdy=10)
+            self.assertEqual([body(data) for kind, data in conn.frames() if kind == MESSAGE],
+                             [b"1", b"2", b"3", b"4"])
 
     def test_new_messages_queue_behind_a_disk_backlog_even_when_memory_has_room(self):
         self.node.options.mem_queue_size = 2
