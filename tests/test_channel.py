@@ -212,6 +212,22 @@ class ChannelTests(TestCase):
         self.node.topics["t"].delete_channel("c")
         self.assertFalse(pending[0].active())
 
+    def test_a_backlog_goes_to_consumers_in_whole_slices_taken_in_turn(self):
+        consumers = [self.consumer(rdy=2500, port=5000 + i) for i in range(2)]
+        self.publish(*[b"x"] * (2 * _PUMP_SLICE + 10))
+        channel = self.node.topics["t"].channels["c"]
+
+        def next_turn():
+            """what the reactor's next turn does (task.Clock would run all the turns at once)"""
+            [call] = [call for call in self.clock.getDelayedCalls() if call.func == channel._pump_next_slice]
+            call.cancel()
+            channel._pump_next_slice()
+            return [len(c.messages()) for c in consumers]
+
+        self.assertEqual([len(c.messages()) for c in consumers], [_PUMP_SLICE, 0])
+        self.assertEqual(next_turn(), [0, _PUMP_SLICE])
+        self.assertEqual(next_turn(), [5, 5])
+
     def test_round_robin_resumes_where_it_left_off(self):
         consumers = [self.consumer(rdy=100, port=5000 + i) for i in range(2)]
         for _ in range(3):
