@@ -162,8 +162,9 @@ class Channel:
         holds more than `limit`, the first subscriber with room takes all it can of them, the next
         the rest, and so on: with a backlog, consumers get whole slices in turn rather than a share
         of every slice. Sharing every slice between two consumers cost PyPy a fifth of its rate
-        (most likely in waking both readers every turn instead of one). A smaller burst is shared evenly, each subscriber getting its share in one run, so that its
-        frames go out together and its FINs come back together."""
+        (most likely in waking both readers every turn instead of one). A smaller burst is shared
+        evenly, each subscriber getting its share in one run, so that its frames go out together
+        and its FINs come back together."""
         memory = self.memory
         clients = self.clients
         if not memory or not clients:
