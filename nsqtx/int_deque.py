@@ -38,7 +38,8 @@ class IntDeque:
 
     def __iter__(self):
         items, mask = self._items, self._mask
-        return iter([items[n & mask] for n in range(self._head, self._tail)])
+        for n in range(self._head, self._tail):
+            yield items[n & mask]
 
     def append(self, item: int) -> None:
         tail = self._tail

@@ -43,9 +43,10 @@ def deliver(table, ids, now, deadline):
 
 class InFlightTests(TestCase):
     @settings(max_examples=300, deadline=None)
-    @given(FIFOS, operations)
-    def test_matches_a_model(self, fifo, ops):
-        table = InFlight(fifo)
+    @given(FIFOS, st.sampled_from([0, 1, 4, 1000]), operations)
+    def test_matches_a_model(self, fifo, scan_credit, ops):
+        """scan_credit 0 indexes every deque at each ID found nowhere, 1000 never does"""
+        table = InFlight(fifo, scan_credit)
         model = {}  # id -> (client, deadline, delivered_at, attempts), in delivery order
         now = 0.0
         serial = 0
@@ -98,7 +99,9 @@ class InFlightTests(TestCase):
                     timeout = op[4]
                     action = lambda: table.touch(msg_id, client, now, timeout, max_timeout)  # noqa: E731
                 if not owned:
-                    self.assertRaises(QueueError, action)
+                    error = self.assertRaises(QueueError, action)
+                    self.assertEqual(str(error),
+                                     "client does not own message" if msg_id in model else "ID not in flight")
                     continue
                 result = action()
                 if kind == "touch":
@@ -146,3 +149,29 @@ class InFlightTests(TestCase):
                 for msg_id in deliver_new(count, 30.0):
                     table.finish(msg_id, "a")
             self.assertEqual((len(table), len(table.records)), (0, 8))
+
+    def test_an_id_found_nowhere_is_looked_for_in_place_while_deliveries_pay_for_it(self):
+        """A late FIN (its message timed out) leaves the deliveries in their deques, so that later
+        answers stay on the fast path; once unknown IDs have used up what the deliveries paid for,
+        every deque is moved to the index, and the next ones look in place at what came since."""
+        def fails(msg_id, client):
+            return str(self.assertRaises(QueueError, table.finish, msg_id, client))
+
+        for fifo in (deque, IntDeque):
+            table = InFlight(fifo, scan_credit=4)
+            ids = [b"%016d" % i for i in range(100)]
+            deliver(table, ids, 0.0, 60.0)
+            self.assertEqual(fails(ids[50], "b"), "client does not own message")
+            for unknown in range(3):
+                self.assertEqual(fails(b"%016d" % (1000 + unknown), "b"), "ID not in flight")
+            for msg_id in ids[:10]:
+                table.finish(msg_id, "a")
+            self.assertEqual((table._index, table._heap), ({}, []))
+            self.assertEqual(fails(b"%016d" % 2000, "a"), "ID not in flight")
+            self.assertEqual(len(table._index), 90)
+            deliver(table, [b"%016d" % 3000], 0.0, 60.0)
+            self.assertEqual(fails(b"%016d" % 2001, "a"), "ID not in flight")
+            self.assertEqual(len(table._index), 90)
+            for msg_id in ids[10:] + [b"%016d" % 3000]:
+                table.finish(msg_id, "a")
+            self.assertEqual(len(table), 0)
