@@ -7,7 +7,13 @@ file once one would pass ``max_bytes_per_file``; ``<name>.diskqueue.meta.dat`` h
 It runs on the reactor thread and never blocks it for long: writes are one ``os.write`` per batch
 (so an acknowledged record is in the kernel before the ``OK``, and survives a crash of the process),
 fsync happens every ``sync_every`` records or after ``sync_timeout``, and reads go through a buffer
-refilled in bounded chunks. Unlike go-diskqueue, start-up also recovers complete records written
+refilled in bounded chunks. Given an executor, a sync (fsync of the data file, then the metadata
+file replaced with the positions of when the sync began) runs in its thread while the reactor
+goes on: a sync cost 1-1.5 ms here, every 2500 records, which kept the reactor idle for a quarter
+of a disk-mode publish. As in go-diskqueue, where the ``OK`` does not wait for the sync either but
+the next write waits for a sync that is due, a sync waits for the one before it to finish: at most
+two syncs' worth of records are written and not yet synced. With ``sync_every`` 1 a write is
+synced before its ``OK``, at once, as the README promises. Unlike go-diskqueue, start-up also recovers complete records written
 after the last metadata sync instead of skipping them; a torn last record is cut off, never read.
 """
 from __future__ import annotations
@@ -30,7 +36,8 @@ DONE_SUFFIX = ".done"
 
 class DiskQueue:
     def __init__(self, name: str, data_path: str, max_bytes_per_file: int, min_msg_size: int,
-                 max_msg_size: int, sync_every: int, sync_timeout: float, clock, remove=remove_file):
+                 max_msg_size: int, sync_every: int, sync_timeout: float, clock, remove=remove_file,
+                 background=None):
         self.name = name
         self.data_path = data_path
         self.max_bytes_per_file = max_bytes_per_file
@@ -41,6 +48,9 @@ class DiskQueue:
         self.clock = clock
         #: deletes a fully read data file (renamed first); a running node does that in a thread
         self._remove = remove
+        #: an Executor running syncs off the reactor (None: they run at once), and the running one
+        self._background = background
+        self._pending_sync = None
         self.depth = 0
         self.read_file_num = 0
         self.read_pos = 0
@@ -233,7 +243,8 @@ class DiskQueue:
         self._write(view[start:end], count)
         self._unsynced += len(sizes)
         if self._unsynced >= self.sync_every:
-            self.sync()
+            # --sync-every=1 asks for each write to be on disk before its OK
+            self.sync(wait=self.sync_every <= 1)
         else:
             self._arm_sync()
 
@@ -416,16 +427,43 @@ class DiskQueue:
             except OSError as err:
                 log.error("DISKQUEUE({name}) failed to sync - {err}", name=self.name, err=err)
 
-    def sync(self) -> None:
-        if self._write_fd is not None and self._unsynced:
-            os.fsync(self._write_fd)
+    def sync(self, wait: bool = False) -> None:
+        """fsync what was written and record the positions in the metadata file: in the background
+        executor (once the previous sync there has finished), or at once if there is none or if
+        `wait`."""
+        self._finish_pending_sync()
+        fd = self._write_fd if self._unsynced else None
+        meta = self._meta() if self._dirty else None
+        if fd is None and meta is None:
+            return
+        if self._background is None or wait:
+            _sync_files(fd, self.meta_file_name(), meta)
+        else:
+            # the job fsyncs its own descriptor, so a roll may close this one meanwhile
+            fd = os.dup(fd) if fd is not None else None
+            self._pending_sync = self._background.submit(_sync_files, fd, self.meta_file_name(), meta, True)
         self._unsynced = 0
-        if self._dirty:
-            self._persist_meta()
+        self._dirty = False
+
+    def _finish_pending_sync(self) -> None:
+        """Wait for the sync running in the background; if it failed, the next one does it again."""
+        pending, self._pending_sync = self._pending_sync, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except OSError as err:
+            log.error("DISKQUEUE({name}) failed to sync - {err}", name=self.name, err=err)
+            self._unsynced = max(self._unsynced, 1)
+            self._dirty = True
+
+    def _meta(self) -> bytes:
+        return b"%d\n%d,%d\n%d,%d\n" % (
+            self.depth, self.read_file_num, self.read_pos, self.write_file_num, self.write_pos)
 
     def _persist_meta(self) -> None:
-        replace_file(self.meta_file_name(), b"%d\n%d,%d\n%d,%d\n" % (
-            self.depth, self.read_file_num, self.read_pos, self.write_file_num, self.write_pos))
+        self._finish_pending_sync()
+        replace_file(self.meta_file_name(), self._meta())
         self._dirty = False
 
     # -- lifecycle
@@ -452,7 +490,7 @@ class DiskQueue:
         if self.closed:
             return
         try:
-            self.sync()
+            self.sync(wait=True)
         finally:
             self._shut()
 
@@ -471,3 +509,16 @@ class DiskQueue:
         self._sync_timer = None
         self._close_read()
         self._close_write()
+
+
+def _sync_files(fd, meta_path: str, meta, close_fd: bool = False) -> None:
+    """A sync's blocking part: fsync the data file (if `fd`), then replace the metadata file (if
+    `meta`), in that order, so that the metadata never points past what is on disk."""
+    try:
+        if fd is not None:
+            os.fsync(fd)
+    finally:
+        if close_fd and fd is not None:
+            os.close(fd)
+    if meta is not None:
+        replace_file(meta_path, meta)

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -31,6 +33,8 @@ log = NSQLogger()
 
 #: how long shutdown waits for clients to take their last bytes before cutting them off
 _CLOSE_GRACE = 2.0
+#: syncs of different disk queues that may run at once (one queue's run one after the other)
+_SYNC_THREADS = 4
 
 
 def _cancel(result, call):
@@ -67,6 +71,7 @@ class NSQD(Service):
         #: (batch, its disk encoding) of the last batch written to a disk queue: a publish fanned
         #: out to several channels that all spill to disk is converted once
         self._last_to_disk = (None, None)
+        self._syncs = None
 
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
@@ -77,7 +82,14 @@ class NSQD(Service):
         options = self.options
         return DiskQueue(name, options.data_path, options.max_bytes_per_file, MIN_DISK_LENGTH,
                          options.max_msg_size + MIN_DISK_LENGTH, options.sync_every, options.sync_timeout,
-                         self.clock, self._remove_file)
+                         self.clock, self._remove_file, self._sync_executor())
+
+    def _sync_executor(self):
+        """The threads disk queues sync in (see :mod:`nsqtx.diskqueue`); none under a fake reactor
+        (tests), where syncs run at once."""
+        if self._syncs is None and getattr(self.clock, "callInThread", None) is not None:
+            self._syncs = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="nsqtx-sync")
+        return self._syncs
 
     def _remove_file(self, path: str) -> None:
         """Disk queues' fully read files go in the reactor's thread pool: removing a 100 MB file
@@ -172,6 +184,9 @@ class NSQD(Service):
         self._persist_metadata()
         for topic in list(self.topics.values()):
             topic.close()
+        if self._syncs is not None:
+            self._syncs.shutdown()  # closing the queues waited for their syncs
+            self._syncs = None
         if self.clients:
             self._all_closed = defer.Deferred()
             for client in list(self.clients):

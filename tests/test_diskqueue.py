@@ -17,7 +17,7 @@ def record(data: bytes) -> bytes:
     return struct.pack(">l", len(data)) + data
 
 
-class DiskQueueTests(TestCase):
+class Base(TestCase):
     def setUp(self):
         self.dir = self.mktemp()
         os.makedirs(self.dir)
@@ -35,6 +35,9 @@ class DiskQueueTests(TestCase):
     def meta(self, name="t"):
         with open(self.path(name + ".diskqueue.meta.dat"), "rb") as f:
             return f.read()
+
+
+class DiskQueueTests(Base):
 
     def test_round_trip_in_order(self):
         q = self.queue()
@@ -269,3 +272,107 @@ class DiskQueueTests(TestCase):
         self.assertEqual(os.path.getsize(self.path("t.diskqueue.000000.dat")), 9)
         q.put(Batch.of([b"third"]))
         self.assertEqual(list(q.read(10)), [b"first", b"third"])
+
+
+class LazyJob:
+    """A job submitted to :class:`LazyExecutor`: it runs when run() or result() is called."""
+
+    def __init__(self, fn, args):
+        self.fn = fn
+        self.args = args
+        self.done = False
+        self.error = None
+
+    def run(self):
+        if not self.done:
+            self.done = True
+            try:
+                self.fn(*self.args)
+            except OSError as err:
+                self.error = err
+
+    def result(self):
+        self.run()
+        if self.error is not None:
+            raise self.error
+
+
+class LazyExecutor:
+    """Runs each job only when a test asks or when the queue waits for it, so that a test sees what
+    the queue does while a sync is in flight."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, fn, *args):
+        job = LazyJob(fn, args)
+        self.jobs.append(job)
+        return job
+
+    def run_all(self):
+        for job in self.jobs:
+            job.run()
+
+
+class BackgroundSyncTests(Base):
+    def queue(self, sync_every=2, max_bytes=1024):
+        self.syncs = LazyExecutor()
+        return DiskQueue("t", self.dir, max_bytes, 1, 1000, sync_every, 2.0, self.clock, background=self.syncs)
+
+    def test_a_due_sync_runs_in_the_background_with_the_positions_of_when_it_began(self):
+        q = self.queue(sync_every=2)
+        q.put(Batch.of([b"a", b"b"]))
+        self.assertEqual((len(self.syncs.jobs), self.files()), (1, ["t.diskqueue.000000.dat"]))
+        q.put(Batch.of([b"c"]))
+        self.syncs.run_all()
+        self.assertEqual(self.meta(), b"2\n0,0\n0,10\n")
+
+    def test_a_sync_waits_for_the_one_before_it(self):
+        q = self.queue(sync_every=2)
+        q.put(Batch.of([b"a", b"b"]))
+        q.put(Batch.of([b"c", b"d"]))
+        first, second = self.syncs.jobs
+        self.assertEqual((first.done, second.done, self.meta()), (True, False, b"2\n0,0\n0,10\n"))
+        self.syncs.run_all()
+        self.assertEqual(self.meta(), b"4\n0,0\n0,20\n")
+
+    def test_with_sync_every_1_a_write_is_synced_before_put_returns(self):
+        q = self.queue(sync_every=1)
+        q.put(Batch.of([b"a"]))
+        self.assertEqual((self.syncs.jobs, self.meta()), ([], b"1\n0,0\n0,5\n"))
+
+    def test_a_sync_in_flight_outlives_the_roll_that_closed_its_file(self):
+        """The job fsyncs (and closes) a descriptor of its own, not the queue's, which the roll
+        closed and the next file may have been given."""
+        q = self.queue(sync_every=100, max_bytes=12)
+        q.put(Batch.of([b"aaaa"]))
+        q.put(Batch.of([b"bbbb"]))
+        [job] = self.syncs.jobs
+        job.run()
+        self.assertEqual((job.error, self.meta()), (None, b"1\n0,0\n1,0\n"))
+        q.put(Batch.of([b"cccc"]))
+        self.assertEqual(list(q.read(10)), [b"aaaa", b"bbbb", b"cccc"])
+
+    def test_a_failed_background_sync_is_done_again_by_the_next(self):
+        q = self.queue(sync_every=2)
+        q.put(Batch.of([b"a", b"b"]))
+        [job] = self.syncs.jobs
+
+        def fail(*args):
+            raise OSError(errno.EIO, "I/O error")
+
+        job.fn = fail
+        q.sync()
+        self.syncs.run_all()
+        self.assertEqual(self.meta(), b"2\n0,0\n0,10\n")
+
+    def test_close_and_empty_wait_for_the_sync_in_flight(self):
+        q = self.queue(sync_every=2)
+        q.put(Batch.of([b"a", b"b"]))
+        q.empty()
+        self.assertEqual((self.syncs.jobs[0].done, self.meta()), (True, b"0\n1,0\n1,0\n"))
+        q.put(Batch.of([b"c", b"d"]))
+        q.put(Batch.of([b"e"]))
+        q.close()
+        self.assertTrue(all(job.done for job in self.syncs.jobs))
+        self.assertEqual(self.meta(), b"3\n1,0\n1,15\n")

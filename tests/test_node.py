@@ -1,7 +1,9 @@
 """The embeddable node on the real reactor: port 0, bound ports, clean stop with clients attached."""
 from __future__ import annotations
 
+import os
 import struct
+import threading
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -9,6 +11,7 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from nsqtx import NSQD, Options
+from nsqtx.message import MIN_DISK_LENGTH, new_batch
 from tests.support import data_dir
 
 
@@ -64,6 +67,19 @@ class EmbeddedNodeTests(TestCase):
         self.assertEqual(node.clients, {})
         yield client.lost
         self.assertFalse(node.running)
+
+    @defer.inlineCallbacks
+    def test_disk_queues_sync_in_threads_that_a_stop_waits_for(self):
+        path = data_dir(self)
+        node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", data_path=path,
+                            mem_queue_size=0, sync_every=2))
+        node.startService()
+        node.get_topic("t").put(new_batch(node, [b"m%d" % i for i in range(5)]))
+        self.assertTrue([t for t in threading.enumerate() if t.name.startswith("nsqtx-sync")])
+        yield node.stopService()
+        self.assertEqual([t for t in threading.enumerate() if t.name.startswith("nsqtx-sync")], [])
+        with open(os.path.join(path, "t.diskqueue.meta.dat"), "rb") as f:
+            self.assertEqual(f.read(), b"5\n0,0\n0,%d\n" % (5 * (4 + MIN_DISK_LENGTH + 2)))
 
     def test_invalid_options_are_refused_at_construction(self):
         self.assertRaises(ValueError, NSQD, Options(max_msg_size=10, max_body_size=5))
