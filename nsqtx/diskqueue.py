@@ -13,8 +13,9 @@ goes on: a sync cost 1-1.5 ms here, every 2500 records, which kept the reactor i
 of a disk-mode publish. As in go-diskqueue, where the ``OK`` does not wait for the sync either but
 the next write waits for a sync that is due, a sync waits for the one before it to finish: at most
 two syncs' worth of records are written and not yet synced. With ``sync_every`` 1 a write is
-synced before its ``OK``, at once, as the README promises. Unlike go-diskqueue, start-up also recovers complete records written
-after the last metadata sync instead of skipping them; a torn last record is cut off, never read.
+synced before its ``OK``, at once, as the README promises. Unlike go-diskqueue, start-up also
+recovers complete records written after the last metadata sync instead of skipping them; a torn
+last record is cut off, never read.
 """
 from __future__ import annotations
 
