@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from nsqtx.batch import Batch
 from nsqtx.errors import QueueError
-from nsqtx.in_flight import InFlight
+from nsqtx.in_flight import _KEEP_SLOTS, InFlight
 from nsqtx.int_deque import IntDeque
 from tests.support import attempts, from_memory, in_memory, message_id
 
@@ -175,3 +175,22 @@ class InFlightTests(TestCase):
             for msg_id in ids[10:] + [b"%016d" % 3000]:
                 table.finish(msg_id, "a")
             self.assertEqual(len(table), 0)
+
+    def test_an_empty_table_lets_go_of_what_a_burst_grew(self):
+        for fifo in (deque, IntDeque):
+            table = InFlight(fifo)
+            burst = [b"%016d" % i for i in range(_KEEP_SLOTS + 1)]
+            deliver(table, burst, 0.0, 60.0)
+            for msg_id in burst[:-1]:
+                table.finish(msg_id, "a")
+            table.expire(1.0)
+            self.assertEqual(len(table.records), _KEEP_SLOTS + 1)
+            table.finish(burst[-1], "a")
+            table.expire(1.0)
+            self.assertEqual((len(table.records), table._free, table._sent), (0, [], {}))
+            small = [b"%016d" % i for i in range(10)]
+            deliver(table, small, 1.0, 60.0)
+            for msg_id in small:
+                table.finish(msg_id, "a")
+            table.expire(2.0)
+            self.assertEqual(len(table.records), 10)
