@@ -122,6 +122,21 @@ class DiskQueueTests(Base):
             got.extend(batch)
         self.assertEqual(got, bodies)
 
+    def test_the_read_buffer_is_reused_from_one_refill_to_the_next(self):
+        """A new string per refill kept PyPy's collector busy; batches read are still bytes."""
+        self.patch(diskqueue, "READ_CHUNK", 64)
+        q = self.queue(max_bytes=10 ** 6)
+        bodies = [b"%03d" % i * 5 for i in range(100)]
+        q.put(Batch.of(bodies))
+        first = q.read(1)
+        buffer = q._rbuf
+        got = list(first)
+        while len(got) < len(bodies):
+            batch = q.read(7)
+            self.assertIs(type(batch.records), bytes)
+            got.extend(batch)
+        self.assertEqual((got, q._rbuf is buffer), (bodies, True))
+
     def test_reopen_continues_where_it_left(self):
         q = self.queue(max_bytes=40)
         q.put(Batch.of([b"%d-abcdefgh" % i for i in range(6)]))
