@@ -156,8 +156,9 @@ class InFlight:
             self._index[msg_id] = slot
             raise QueueError("client does not own message")
         # answered out of order, or an ID found nowhere: the deliveries an answer passes over in
-        # the asker's deque are indexed either way
-        scan = sum(len(other) for other in self._sent.values())
+        # the asker's deque are indexed either way. What a scan would compare with is every
+        # delivery not indexed.
+        scan = self._count - len(self._index)
         if scan <= self._credit:
             passed = self._position(sent, msg_id) if sent else -1
             if passed >= 0:
