@@ -155,38 +155,24 @@ class InFlight:
                 return slot
             self._index[msg_id] = slot
             raise QueueError("client does not own message")
-        # answered out of order, or an ID found nowhere: the deliveries an answer passes over in
-        # the asker's deque are indexed either way. What a scan would compare with is every
-        # delivery not indexed.
-        scan = self._count - len(self._index)
-        if scan <= self._credit:
-            passed = self._position(sent, msg_id) if sent else -1
+        if sent:
+            passed = self._position(sent, msg_id)
             if passed >= 0:
+                # answered out of order: the deliveries passed over are indexed
                 for _ in range(passed):
                     self._add_to_index(sent.popleft())
                 return sent.popleft()
+        # an ID found nowhere: the scan compares it with every delivery not indexed
+        scan = self._count - len(self._index)
+        if scan <= self._credit:
             self._credit -= scan
             owned = any(self._position(other, msg_id) >= 0
                         for owner, other in self._sent.items() if owner is not client)
         else:
-            if sent:
-                slot = self._find_indexing(sent, msg_id)
-                if slot is not None:
-                    return slot
             for other in list(self._sent):
                 self._index_all(other)
             owned = msg_id in self._index
         raise QueueError("client does not own message" if owned else "ID not in flight")
-
-    def _find_indexing(self, sent, msg_id: bytes):
-        """Look for `msg_id` in a client's deque, indexing the deliveries passed over on the way."""
-        records = self.records
-        while sent:
-            slot = sent.popleft()
-            if records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
-                return slot
-            self._add_to_index(slot)
-        return None
 
     def _position(self, sent, msg_id: bytes) -> int:
         """Where `msg_id` is in a client's deque (-1 if not there), compared in place."""
