@@ -61,7 +61,8 @@ class DiskQueue:
         self.write_file_num = 0
         self.write_pos = 0
         self._write_fd = None
-        self._read_fd = None
+        #: the data file being read (unbuffered)
+        self._read_file = None
         #: the read file's readable end: its size if earlier than the write file, else write_pos
         self._read_end = 0
         #: the read buffer, reused from one refill to the next while a file is read: its first
@@ -69,7 +70,6 @@ class DiskQueue:
         self._rbuf, self._rview = _NO_BUFFER
         self._rlen = 0
         self._rbuf_start = 0
-        self._read_file = None
         self._unsynced = 0
         self._dirty = False
         self._sync_timer = None
@@ -307,7 +307,7 @@ class DiskQueue:
             if self.read_file_num == self.write_file_num and self.read_pos >= self.write_pos:
                 self._check_tail()
                 break
-            if self._read_fd is None:
+            if self._read_file is None:
                 run = self._take_run(pieces, run)
                 if not self._open_read():
                     continue
@@ -355,14 +355,13 @@ class DiskQueue:
     def _open_read(self) -> bool:
         path = self.file_name(self.read_file_num)
         try:
-            self._read_fd = os.open(path, os.O_RDONLY)
+            self._read_file = io.FileIO(path, "r")
         except OSError as err:
             log.error("DISKQUEUE({name}) cannot open {file} - {err}", name=self.name, file=path, err=err)
             self._skip_read_file()
             return False
-        self._read_file = io.FileIO(self._read_fd, closefd=False)
         if self.read_file_num < self.write_file_num:
-            self._read_end = os.fstat(self._read_fd).st_size
+            self._read_end = os.fstat(self._read_file.fileno()).st_size
         else:
             self._read_end = self.write_pos
         self._rlen = 0
@@ -436,10 +435,9 @@ class DiskQueue:
             self._dirty = True
 
     def _close_read(self) -> None:
-        if self._read_fd is not None:
+        if self._read_file is not None:
             self._read_file.close()
-            os.close(self._read_fd)
-            self._read_fd = self._read_file = None
+            self._read_file = None
         self._rbuf, self._rview = _NO_BUFFER
         self._rlen = 0
 
