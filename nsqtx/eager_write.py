@@ -5,8 +5,9 @@ waits for the reactor to come round; under a consume load that is every message 
 on PyPy a buffer alive when the nursery is collected is copied into the old generation (in raw
 memory, for a 16 KB buffer) and stays there until a major collection. Sending at once when nothing
 is queued before it lets the buffer die young and skips the transport's own join of its queue, as
-asyncio's transports and Go's bufio.Writer do. What the socket does not take goes to the transport's queue as usual, so order, flow control
-(IPushProducer) and error handling stay Twisted's.
+asyncio's transports and Go's bufio.Writer do. What the socket does not take goes to the
+transport's queue as usual, so order, flow control (IPushProducer) and error handling stay
+Twisted's.
 """
 from __future__ import annotations
 

@@ -72,6 +72,8 @@ class NSQD(Service):
         #: out to several channels that all spill to disk is converted once
         self._last_to_disk = (None, None)
         self._syncs = None
+        #: set by stopService: the sync threads are shut down and must not start again
+        self._stopped = False
 
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
@@ -86,8 +88,9 @@ class NSQD(Service):
 
     def _sync_executor(self):
         """The threads disk queues sync in (see :mod:`nsqtx.diskqueue`); none under a fake reactor
-        (tests), where syncs run at once."""
-        if self._syncs is None and getattr(self.clock, "callInThread", None) is not None:
+        (tests), where syncs run at once, nor once the node has stopped: a topic created then (by an
+        HTTP request still in progress) would start threads that nothing shuts down."""
+        if self._syncs is None and not self._stopped and getattr(self.clock, "callInThread", None) is not None:
             self._syncs = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="nsqtx-sync")
         return self._syncs
 
@@ -171,12 +174,14 @@ class NSQD(Service):
         self.http_port = http.getHost().port
         self.start_time = self.clock.seconds()
         self._scanner.start(options.queue_scan_interval, now=False)
+        self._stopped = False
         Service.startService(self)
         log.info("nsqtx v{version} (nsqd {nsqd} protocol) TCP: listening on {tcp}, HTTP: listening on {http}",
                  version=__version__, nsqd=NSQD_VERSION, tcp=tcp.getHost(), http=http.getHost())
 
     def stopService(self):
         Service.stopService(self)
+        self._stopped = True
         if self._scanner.running:
             self._scanner.stop()
         waits = [defer.maybeDeferred(listener.stopListening) for listener in self._listeners]

@@ -81,5 +81,16 @@ class EmbeddedNodeTests(TestCase):
         with open(os.path.join(path, "t.diskqueue.meta.dat"), "rb") as f:
             self.assertEqual(f.read(), b"5\n0,0\n0,%d\n" % (5 * (4 + MIN_DISK_LENGTH + 2)))
 
+    @defer.inlineCallbacks
+    def test_a_topic_created_after_a_stop_syncs_without_threads(self):
+        node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", data_path=data_dir(self),
+                            mem_queue_size=0, sync_every=2))
+        node.startService()
+        yield node.stopService()
+        late = node.get_topic("late")
+        self.addCleanup(late.close)
+        late.put(new_batch(node, [b"m%d" % i for i in range(5)]))
+        self.assertEqual([t for t in threading.enumerate() if t.name.startswith("nsqtx-sync")], [])
+
     def test_invalid_options_are_refused_at_construction(self):
         self.assertRaises(ValueError, NSQD, Options(max_msg_size=10, max_body_size=5))
