@@ -1,0 +1,55 @@
+"""Benchmark an nsqtx server the way a user runs it: ``python -m nsqtx.bench``.
+
+A tool, not a test: nothing in the test suite runs it, and nothing in CI times anything.
+
+For each scenario it starts a fresh server as a subprocess,
+``<python> -m twisted nsqtx --tcp-address=127.0.0.1:<free> --http-address=127.0.0.1:<free>
+--mem-queue-size=<n> --data-path=<tmp dir> --log-level=warn``, waits for ``/ping``, drives it with
+the neutral C load generator ``nsqload`` (built from ``../shared/bench/nsqload.c`` next to the
+repository, or ``--nsqload-src``, with ``gcc -O2 -pthread`` into ``~/.cache/nsqtx/``) and stops it.
+All traffic goes to 127.0.0.1.
+
+Scenarios (``--scenarios``, default ``pub,sub,mem``):
+
+``pub``
+    MPUB batches of ``--batch`` messages of ``--size`` bytes for ``--seconds``, with each count of
+    ``--connections`` (default 1 then 2) on a topic without channels (the topic holds what it gets).
+``sub``
+    Fill a channel made beforehand (``POST /topic/create``, ``/channel/create``) with ``--messages``
+    messages, then consume it with RDY 2500 and FIN for ``--seconds``, for each count of
+    ``--connections``. A backlog the consumers empty before the time is up (seen in ``/stats``)
+    would make the rate a lower bound, so the run is then repeated on a fresh server with a backlog
+    sized to last (up to 8 x ``--messages``); the row says so. All connection counts of a runtime
+    consume the same backlog (on PyPy a bigger one is slower to consume): a count measured before
+    another raised it runs again, also across ``--repeat`` rounds.
+``mem``
+    The server's RSS (``VmRSS``) before and after queueing ``--messages`` messages in one channel;
+    reports (after - before) / messages, in bytes per queued message.
+
+While ``pub`` and ``sub`` load runs, a thread polls ``GET /ping`` every 10 ms (a new connection
+each time, as a health checker would); the table shows its 99th percentile latency, the server's
+CPU use (% of one CPU) and, in the notes, CPU taken meanwhile by unrelated processes, which makes
+the figures noisy. The server's own warnings and errors are printed after the table. ``--json``
+gives every figure (also /ping p50 and max, RSS, fill rates) for machines.
+
+Examples::
+
+    python -m nsqtx.bench
+    python -m nsqtx.bench --python /tmp/pvenv/bin/python --scenarios pub --seconds 10
+    python -m nsqtx.bench --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --json
+    python -m nsqtx.bench --mem-queue-size=0 --scenarios pub
+    python -m nsqtx.bench --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --repeat 3
+
+The machine this runs on is usually shared, and single runs vary by tens of percent: ``--repeat N``
+runs everything N times, alternating the order of runtimes and connection counts, and reports for
+each figure the run with the median (its notes list every run's figure; ``--json`` has every run).
+
+``--python`` picks the server's interpreter (repeat it to compare runtimes); the server imports
+nsqtx from this source tree (``PYTHONPATH`` is set to the repository root) and inherits the
+environment, so e.g. ``PYPY_GC_NURSERY=64MB python -m nsqtx.bench ...`` measures that PyPy setting. ``--mem-queue-size``
+is passed through to the server (default: large enough to keep the whole run in memory; 0 sends
+every message through the disk queue in the temporary data directory). A publish the server
+refuses (``E_MPUB_FAILED``, e.g. a disk that is full) is reported as the scenario's error instead
+of a rate. The exit status is 1 when any scenario failed, 2 when the
+bench could not start at all (no gcc, no nsqload.c).
+"""

@@ -1,0 +1,136 @@
+"""``python -m nsqtx.bench``'s options, and the order in which it runs runtimes, scenarios and rounds."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+from nsqtx.bench.errors import BenchError
+from nsqtx.bench.nsqload import build_nsqload
+from nsqtx.bench.processes import Interrupted, interrupt, stop_all
+from nsqtx.bench.report import describe_runtime, format_table, median_rows, report, source_version
+from nsqtx.bench.scenarios import Bench
+from nsqtx.bench.settings import REPO_ROOT
+
+DEFAULT_NSQLOAD_SRC = os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "nsqload.c")
+
+SCENARIOS = ("pub", "sub", "mem")
+
+
+def _int_list(text: str):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a comma-separated list of integers: %r" % text)
+    if not values or any(not 1 <= v <= 256 for v in values):
+        raise argparse.ArgumentTypeError("connection counts must be in [1,256]: %r" % text)
+    return values
+
+
+def _scenario_list(text: str):
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError("unknown scenario %s (choose from %s)" % (",".join(unknown) or "''",
+                                                                                   ",".join(SCENARIOS)))
+    return names
+
+
+def _positive(kind):
+    def convert(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive: %r" % text)
+        return value
+    return convert
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m nsqtx.bench",
+        description="Benchmark nsqtx as a subprocess (python -m twisted nsqtx) with the C load generator "
+                    "nsqload: publish rate, consume rate from a backlog, memory per queued message, and "
+                    "/ping p99 latency under load. Traffic goes to 127.0.0.1 only.",
+        epilog="The module docstring (pydoc nsqtx.bench) describes each scenario.")
+    parser.add_argument("--python", action="append", metavar="PATH",
+                        help="interpreter that runs the server; repeat to compare (default: %s)" % sys.executable)
+    parser.add_argument("--scenarios", type=_scenario_list, default=list(SCENARIOS), metavar="LIST",
+                        help="comma-separated, from pub,sub,mem (default: all)")
+    parser.add_argument("--seconds", type=_positive(float), default=5.0,
+                        help="duration of each pub and sub load (default: 5)")
+    parser.add_argument("--messages", type=_positive(int), default=500000,
+                        help="backlog for sub and queued count for mem (default: 500000)")
+    parser.add_argument("--connections", type=_int_list, default=[1, 2], metavar="LIST",
+                        help="connection counts for pub and sub (default: 1,2)")
+    parser.add_argument("--size", type=_positive(int), default=200, help="message size in bytes (default: 200)")
+    parser.add_argument("--batch", type=_positive(int), default=200, help="messages per MPUB (default: 200)")
+    parser.add_argument("--mem-queue-size", type=int, default=None, metavar="N",
+                        help="passed to the server (default: max(10000000, 2 x --messages), all in memory); "
+                             "0 puts every message through the disk queue")
+    parser.add_argument("--nsqload-src", default=DEFAULT_NSQLOAD_SRC, metavar="PATH",
+                        help="nsqload.c to build (default: %s)" % DEFAULT_NSQLOAD_SRC)
+    parser.add_argument("--repeat", type=_positive(int), default=1, metavar="N",
+                        help="run everything N times, alternating the order of runtimes and connection "
+                             "counts, and report each figure's median (default: 1)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    args = parser.parse_args(argv)
+    if args.mem_queue_size is not None and args.mem_queue_size < 0:
+        parser.error("--mem-queue-size must not be negative")
+    args.python = args.python or [sys.executable]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+    runs = []
+    try:
+        nsqload = build_nsqload(os.path.abspath(args.nsqload_src))
+        benches = [Bench(args, nsqload, python, describe_runtime(python)) for python in args.python]
+        for round_number in range(args.repeat):
+            # every other round runs backwards, so that no runtime or count is always first
+            backwards = round_number % 2 == 1
+            for bench in benches[::-1] if backwards else benches:
+                for scenario in args.scenarios:
+                    for row in bench.run(scenario, reverse=backwards):
+                        runs.append(row)
+                        report(row)
+        # a later round may have raised a runtime's sub backlog: earlier sub runs with a smaller one
+        # run again, so that every count's median comes from the same backlog
+        # (until none is left: a run again may raise it once more, up to its limit)
+        stale = True
+        while stale:
+            stale = False
+            for i, row in enumerate(runs):
+                bench = benches[args.python.index(row["python"])]
+                if row["mode"] == "sub" and not row["error"] and row["backlog"] < bench.sub_backlog:
+                    runs[i] = bench.sub_until_busy(row["connections"])
+                    report(runs[i])
+                    stale = True
+    except BenchError as e:
+        print("nsqtx.bench: %s" % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nsqtx.bench: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Interrupted as e:
+        print("nsqtx.bench: stopped by signal %d" % e.args[0], file=sys.stderr)
+        return 128 + e.args[0]
+    finally:
+        stop_all()
+    rows = median_rows(runs, args) if args.repeat > 1 else runs
+    if args.json:
+        settings = {name: getattr(args, name) for name in ("seconds", "messages", "connections", "size", "batch",
+                                                           "mem_queue_size", "scenarios", "repeat")}
+        settings.update(source=source_version(), cpus=os.cpu_count())
+        json.dump({"settings": settings, "results": rows, "runs": runs}, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_table(rows))
+        for r in runs:
+            for line in r["server_log"][:5]:
+                print("server log (%s %s x%d): %s" % (r["runtime"], r["mode"], r["connections"], line))
+    return 1 if any(r["error"] for r in runs) else 0

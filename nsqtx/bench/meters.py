@@ -1,0 +1,125 @@
+"""What the bench watches while nsqload runs, besides nsqload's own figures: the server's CPU use
+(and the machine's, which makes the figures noisy), when a backlog runs out, and /ping latency."""
+from __future__ import annotations
+
+import http.client
+import math
+import os
+import resource
+import threading
+import time
+
+from nsqtx.bench.server import Server
+from nsqtx.bench.settings import CHANNEL, PING_TIMEOUT, TOPIC
+
+PING_INTERVAL = 0.010
+DRAIN_POLL = 0.1
+
+
+# -- CPU use during a load
+
+def _busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all CPUs) since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    """CPU time of the bench and its reaped children (nsqload runs are reaped when they end)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class CPUMeter:
+    """The server's CPU use during a load, and that of processes other than the server, nsqload and
+    the bench: on a shared machine they make the figures noisy, so the results say so."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.start = (time.monotonic(), server.cpu_seconds(), _busy_seconds(), _own_seconds())
+
+    def read(self):
+        """(server %, others %) of one CPU, since construction."""
+        wall, server, busy, own = (a - b for a, b in zip(
+            (time.monotonic(), self.server.cpu_seconds(), _busy_seconds(), _own_seconds()), self.start))
+        return 100.0 * server / wall, 100.0 * max(0.0, busy - server - own) / wall
+
+
+# -- when a backlog runs out
+
+class DrainWatcher(threading.Thread):
+    """Polls the channel's depth in /stats every DRAIN_POLL and notes when it first reads 0."""
+
+    def __init__(self, server: Server):
+        threading.Thread.__init__(self, name="drain-watcher", daemon=True)
+        self.server = server
+        self.start_time = time.monotonic()
+        #: seconds from the start until the depth read 0, or None
+        self.drained_after = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(DRAIN_POLL):
+            if self.server.channel_stats(TOPIC, CHANNEL).get("depth") == 0:
+                self.drained_after = time.monotonic() - self.start_time
+                return
+
+    def finish(self):
+        self._halt.set()
+        self.join(PING_TIMEOUT + 1)
+        return self.drained_after
+
+
+# -- /ping latency under load
+
+class PingPoller(threading.Thread):
+    """GET /ping every PING_INTERVAL on a new connection, recording latencies and failures."""
+
+    def __init__(self, port: int):
+        threading.Thread.__init__(self, name="ping-poller", daemon=True)
+        self.port = port
+        self.latencies = []
+        self.errors = 0
+        self.first_error = ""
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            start = time.perf_counter()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=PING_TIMEOUT)
+                try:
+                    conn.request("GET", "/ping")
+                    response = conn.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                    failure = "HTTP %d" % response.status
+                finally:
+                    conn.close()
+            except (OSError, http.client.HTTPException) as e:
+                ok, failure = False, "%s: %s" % (type(e).__name__, e)
+            took = time.perf_counter() - start
+            if ok:
+                self.latencies.append(took)
+            else:
+                self.errors += 1
+                self.first_error = self.first_error or failure
+            self._halt.wait(max(0.0, PING_INTERVAL - took))
+
+    def finish(self) -> dict:
+        self._halt.set()
+        self.join(PING_TIMEOUT + 1)
+        lat = sorted(self.latencies)
+        summary = {"count": len(lat), "errors": self.errors}
+        if lat:
+            summary.update(p50_ms=_percentile(lat, 50) * 1e3, p99_ms=_percentile(lat, 99) * 1e3,
+                           max_ms=lat[-1] * 1e3)
+        if self.errors:
+            summary["first_error"] = self.first_error
+        return summary
+
+
+def _percentile(ordered, pct: float) -> float:
+    return ordered[max(0, math.ceil(pct / 100.0 * len(ordered)) - 1)]

@@ -1,0 +1,118 @@
+"""What the bench prints: each runtime's name and the source it measured, a line for each run as it
+ends, and the results, as the median of repeated runs and as a table."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from nsqtx.bench.errors import BenchError
+from nsqtx.bench.settings import REPO_ROOT
+
+
+def source_version() -> str:
+    """The commit of the server's source tree, "+" if it has changes, or "" outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, universal_newlines=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", REPO_ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True,
+                               timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    if head.returncode != 0:
+        return ""
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
+def describe_runtime(python: str) -> str:
+    code = ("import platform, sys; v = getattr(sys, 'pypy_version_info', None); "
+            "print(platform.python_implementation() + ' ' + platform.python_version()"
+            " + (' (PyPy %d.%d.%d)' % tuple(v[:3]) if v else ''))")
+    try:
+        result = subprocess.run([python, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                universal_newlines=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BenchError("cannot run --python %s: %s" % (python, e))
+    if result.returncode != 0:
+        raise BenchError("cannot run --python %s: %s" % (python, (result.stderr.strip().splitlines() or ["?"])[-1]))
+    return result.stdout.strip()
+
+
+def _count(n: int) -> str:
+    for size, suffix in ((10 ** 6, "M"), (10 ** 3, "k")):
+        if n >= size and n % size == 0:
+            return "%d%s" % (n // size, suffix)
+    return str(n)
+
+
+def median_rows(runs, args) -> list:
+    """One row per (runtime, scenario, connection count): the run with the median figure (the
+    lower one of the middle two for an even count), so its /ping and CPU figures belong to it too,
+    noting every run's figure."""
+    groups = {}
+    for row in runs:
+        groups.setdefault((row["python"], row["mode"], row["connections"]), []).append(row)
+
+    def figure(row):
+        return row["bytes_per_msg"] if row["mode"] == "mem" else row["rate"]
+
+    def position(key):
+        python, mode, conns = key
+        # a mem row has one connection whatever --connections lists
+        order = args.connections.index(conns) if conns in args.connections else len(args.connections)
+        return args.python.index(python), args.scenarios.index(mode), order
+
+    out = []
+    for key in sorted(groups, key=position):
+        group = groups[key]
+        ok = sorted((r for r in group if not r["error"]), key=figure)
+        failed = [r for r in group if r["error"]]
+        if not ok:
+            out.append(failed[0])
+            continue
+        row = dict(ok[(len(ok) - 1) // 2])
+        unit = "B/msg" if row["mode"] == "mem" else "msgs/s"
+        row["notes"] = ["median of %d runs (%s %s)" % (len(ok), ", ".join("%.0f" % figure(r) for r in ok), unit)
+                        ] + row["notes"]
+        if failed:
+            row["notes"].append("%d of %d runs failed: %s" % (len(failed), len(group), failed[0]["error"]))
+        out.append(row)
+    return out
+
+
+def format_table(rows) -> str:
+    header = ("runtime", "mode", "mem-queue", "conns", "msgs/s", "B/queued msg", "/ping p99 ms", "server CPU%",
+              "notes")
+    lines = [header]
+    for r in rows:
+        ping = r["ping"] or {}
+        notes = list(r["notes"])
+        if r["error"]:
+            notes.insert(0, "FAILED: " + r["error"])
+        lines.append((
+            r["runtime"], r["mode"], _count(r["mem_queue_size"]), str(r["connections"]),
+            "-" if r["rate"] is None or r["mode"] == "mem" or r["error"] else "%.0f" % r["rate"],
+            "-" if r["bytes_per_msg"] is None else "%.0f" % r["bytes_per_msg"],
+            "%.2f" % ping["p99_ms"] if "p99_ms" in ping and not r["error"] else "-",
+            "-" if r["server_cpu_pct"] is None else "%.0f" % r["server_cpu_pct"],
+            "; ".join(notes)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    out = []
+    for line in lines:
+        cells = [cell.rjust(w) if 1 < i < len(widths) else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(line, widths))]
+        out.append("  ".join(cells + [line[-1]]).rstrip())
+    return "\n".join(out)
+
+
+def _progress(row: dict) -> str:
+    if row["error"]:
+        return "FAILED: " + row["error"]
+    if row["mode"] == "mem":
+        return "%.0f bytes per queued message" % row["bytes_per_msg"]
+    return "%.0f msgs/s" % row["rate"]
+
+
+def report(row: dict) -> None:
+    print("nsqtx.bench: %s %s x%d: %s" % (row["runtime"], row["mode"], row["connections"], _progress(row)),
+          file=sys.stderr, flush=True)

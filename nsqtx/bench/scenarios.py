@@ -1,0 +1,192 @@
+"""The pub, sub and mem scenarios of one runtime, each on a fresh server: a scenario that fails
+becomes its row's error, and the bench goes on."""
+from __future__ import annotations
+
+import sys
+import time
+
+from nsqtx.bench.errors import ScenarioError
+from nsqtx.bench.meters import CPUMeter, DrainWatcher, PingPoller
+from nsqtx.bench.nsqload import Load, LoadResult
+from nsqtx.bench.server import Server
+from nsqtx.bench.settings import CHANNEL, TOPIC
+
+#: nsqd's default --max-rdy-count, and what the sub scenario asks for
+SUB_RDY = 2500
+#: CPU used by unrelated processes during a load (% of one CPU) above which a row says so
+OTHER_CPU_NOTE = 15.0
+
+
+class Bench:
+    def __init__(self, args, nsqload: str, python: str, runtime: str):
+        self.args = args
+        self.nsqload = nsqload
+        self.python = python
+        self.runtime = runtime
+        #: the sub scenario's backlog: --messages, raised while consumers empty it before the time is up
+        self.sub_backlog = args.messages
+
+    def mem_queue_size(self, backlog: int) -> int:
+        if self.args.mem_queue_size is not None:
+            return self.args.mem_queue_size
+        return max(10000000, 2 * backlog)
+
+    def row(self, mode: str, conns: int, backlog=None) -> dict:
+        return {"runtime": self.runtime, "python": self.python, "mode": mode, "connections": conns,
+                "mem_queue_size": self.mem_queue_size(backlog or self.args.messages), "backlog": backlog,
+                "rate": None, "msgs": None, "secs": None,
+                "bytes_per_msg": None, "ping": None, "server_cpu_pct": None, "notes": [], "error": None,
+                "server_log": []}
+
+    def run(self, scenario: str, reverse: bool = False):
+        """One run of `scenario` for each connection count (in reverse order if `reverse`)."""
+        messages = self.args.messages
+        if scenario == "mem":
+            return [self._guarded(self.row("mem", 1, messages), self.mem)]
+        counts = self.args.connections[::-1] if reverse else self.args.connections
+        if scenario == "pub":
+            return [self._guarded(self.row("pub", conns), self.pub) for conns in counts]
+        rows = {conns: self.sub_until_busy(conns) for conns in counts}
+        # every count consumes the same backlog: a bigger heap makes consuming slower on PyPy, so a
+        # count run before another one raised it is run again
+        for conns in counts:
+            if rows[conns]["backlog"] < self.sub_backlog and not rows[conns]["error"]:
+                rows[conns] = self.sub_until_busy(conns)
+        return [rows[conns] for conns in counts]
+
+    def sub_until_busy(self, conns: int) -> dict:
+        """The sub scenario, repeated on a fresh server with a bigger backlog while the consumers
+        emptied it before the end of the run (which makes the rate a lower bound): big enough to last
+        1.25 x --seconds at the pace it ran out, at most 8 x --messages. The backlog reached is kept
+        for this runtime's later runs."""
+        a = self.args
+        limit = 8 * a.messages
+        for _ in range(4):
+            backlog = self.sub_backlog
+            row = self._guarded(self.row("sub", conns, backlog), self.sub)
+            if row["error"] or not row.get("drained") or backlog >= limit:
+                break
+            lasted = row.get("drained_after") or a.seconds / 2
+            wanted = max(2 * backlog, 1.25 * row["filled"] * a.seconds / lasted)
+            self.sub_backlog = min(limit, -(-int(wanted) // 100000) * 100000)
+            print("nsqtx.bench: %s sub x%d: %d messages ran out after %.1fs; again with %d"
+                  % (self.runtime, conns, row["filled"], lasted, self.sub_backlog), file=sys.stderr)
+        if row["backlog"] > a.messages:
+            row["notes"].append("backlog raised to %d: %d ran out before %gs" % (row["backlog"], a.messages, a.seconds))
+        return row
+
+    def _guarded(self, row: dict, method) -> dict:
+        try:
+            with Server(self.python, row["mem_queue_size"]) as server:
+                try:
+                    method(server, row)
+                finally:
+                    row["server_log"] = server.new_log_problems()
+        except ScenarioError as e:
+            row["error"] = str(e)
+        except OSError as e:  # e.g. /proc/<pid> gone: the server died between two checks
+            row["error"] = "%s: %s" % (type(e).__name__, e)
+        return row
+
+    def _load(self, server: Server, row: dict, mode_args, seconds: float, watch_drain: bool = False) -> LoadResult:
+        """Run nsqload with /ping polled alongside; fill `row` with the rate, latency and CPU use
+        (and, if `watch_drain`, "drained_after": when the channel's depth first read 0, or None)."""
+        cpu = CPUMeter(server)
+        load = Load(self.nsqload, mode_args, seconds)
+        # threads start after the spawn, so that none runs while the child is forked
+        poller = PingPoller(server.http_port)
+        poller.start()
+        watcher = DrainWatcher(server) if watch_drain else None
+        if watcher is not None:
+            watcher.start()
+        try:
+            result = load.wait(server)
+        finally:
+            row["ping"] = poller.finish()
+            if watcher is not None:
+                row["drained_after"] = watcher.finish()
+        if server.alive():
+            row["server_cpu_pct"], row["other_cpu_pct"] = cpu.read()
+            if row["other_cpu_pct"] > OTHER_CPU_NOTE:
+                row["notes"].append("other processes used %.0f%% CPU meanwhile: expect noise" % row["other_cpu_pct"])
+        row.update(msgs=result.msgs, secs=result.secs, rate=result.rate)
+        if row["ping"]["errors"]:
+            row["notes"].append("%d /ping failures (%s)" % (row["ping"]["errors"], row["ping"]["first_error"]))
+        if not server.alive():
+            raise ScenarioError("the server died under load%s" % server.exit_note())
+        return result
+
+    def fill(self, server: Server, count: int) -> LoadResult:
+        """Publish about `count` messages. nsqload runs for a time, so this runs it in steps aimed at
+        most of what is left at the best rate seen so far, each at most twice the last: rates climb
+        (PyPy's JIT warming up) and jump between steps (garbage collection pauses), and a step sized on
+        a slow one would overshoot by far."""
+        a = self.args
+        total, secs, step, best = 0, 0.0, 0.05, 0.0
+        for _ in range(1000):
+            if total >= count:
+                break
+            load = Load(self.nsqload, ["pub", server.tcp_port, TOPIC, a.size, a.batch, "%.3f" % step, 1], step)
+            try:
+                result = load.wait(server)
+            except ScenarioError as e:
+                raise ScenarioError("filling %d messages stopped after %d: %s" % (count, total, e))
+            total += result.msgs
+            secs += result.secs
+            if result.msgs == 0:
+                raise ScenarioError("filling %d messages stalled after %d (no MPUB answered in %.1fs)"
+                                    % (count, total, step))
+            best = max(best, result.rate)
+            step = min(2 * step, 30.0, max(0.02, 0.8 * (count - total) / best))
+        return LoadResult(total, secs)
+
+    def check_queued(self, server: Server, row: dict, accepted: int) -> None:
+        """Compare what /stats says the channel holds with what the server accepted (said OK to)."""
+        channel = server.channel_stats(TOPIC, CHANNEL)
+        if not channel:
+            row["notes"].append("no stats for %s/%s from /stats" % (TOPIC, CHANNEL))
+            return
+        queued = channel.get("depth", 0)
+        row["stats_depth"] = queued
+        if queued != accepted:
+            row["notes"].append("/stats says depth %d (backend %d) after %d messages accepted"
+                                % (queued, channel.get("backend_depth", 0), accepted))
+
+    def pub(self, server: Server, row: dict) -> None:
+        a = self.args
+        self._load(server, row, ["pub", server.tcp_port, TOPIC, a.size, a.batch, a.seconds, row["connections"]],
+                   a.seconds)
+
+    def sub(self, server: Server, row: dict) -> None:
+        seconds = self.args.seconds
+        server.create_channel(TOPIC, CHANNEL)
+        backlog = self.fill(server, row["backlog"])
+        row["filled"] = backlog.msgs
+        row["fill_rate"] = backlog.rate
+        self.check_queued(server, row, backlog.msgs)
+        result = self._load(server, row, ["sub", server.tcp_port, TOPIC, CHANNEL, seconds, row["connections"],
+                                          SUB_RDY], seconds, watch_drain=True)
+        # running out in the last 5% of the run hardly lowers the rate
+        lasted = row["drained_after"]
+        row["drained"] = result.msgs >= backlog.msgs or (lasted is not None and lasted < 0.95 * seconds)
+        after = server.channel_stats(TOPIC, CHANNEL)
+        row["after_sub"] = {k: after.get(k) for k in ("depth", "in_flight_count", "requeue_count", "timeout_count")}
+        if row["drained"]:
+            row["notes"].append("backlog of %d ran out before %gs: the rate is a lower bound (raise --messages)"
+                                % (backlog.msgs, seconds))
+
+    def mem(self, server: Server, row: dict) -> None:
+        a = self.args
+        server.create_channel(TOPIC, CHANNEL)
+        time.sleep(0.5)
+        before = server.rss()
+        queued = self.fill(server, row["backlog"])
+        time.sleep(1.0)
+        if not server.alive():
+            raise ScenarioError("the server died while filling%s" % server.exit_note())
+        after, peak = server.rss(), server.peak_rss()
+        self.check_queued(server, row, queued.msgs)
+        row.update(msgs=queued.msgs, secs=queued.secs, fill_rate=queued.rate, rss_before=before, rss_after=after,
+                   rss_peak=peak, bytes_per_msg=(after - before) / queued.msgs)
+        row["notes"].append("%d msgs of %d B queued; RSS %.0f -> %.0f MiB (peak %.0f)"
+                            % (queued.msgs, a.size, before / 2**20, after / 2**20, peak / 2**20))

@@ -1,0 +1,181 @@
+"""The server under test, started as a user starts it (``python -m twisted nsqtx``) on free ports of
+127.0.0.1 with a data directory of its own, and asked over HTTP and /proc how it is doing."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from nsqtx.bench.errors import ScenarioError
+from nsqtx.bench.processes import spawn, stop
+from nsqtx.bench.settings import PING_TIMEOUT, REPO_ROOT
+
+#: how long a server may take to answer /ping after start (PyPy's start-up is the slow one)
+START_TIMEOUT = 60.0
+
+_PROBLEM = re.compile(r"#(warn|error|critical)\]|Traceback|Unhandled")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m twisted nsqtx ...` in a temporary data directory, removed again by :meth:`close`."""
+
+    def __init__(self, python: str, mem_queue_size: int):
+        self.python = python
+        self.mem_queue_size = mem_queue_size
+        self.tcp_port = free_port()
+        self.http_port = free_port()
+        self.data_path = tempfile.mkdtemp(prefix="nsqtx-bench.")
+        self.log_path = os.path.join(self.data_path, "server.log")
+        self._log_offset = 0
+        self.proc = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+        args = [self.python, "-m", "twisted", "--log-format=text", "nsqtx",
+                "--tcp-address=127.0.0.1:%d" % self.tcp_port,
+                "--http-address=127.0.0.1:%d" % self.http_port,
+                "--mem-queue-size=%d" % self.mem_queue_size,
+                "--data-path=%s" % self.data_path,
+                "--log-level=warn"]
+        with open(self.log_path, "wb") as log:
+            self.proc = spawn(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                              env=env, cwd=self.data_path)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise ScenarioError("the server exited during start-up%s" % self.exit_note())
+            try:
+                status, _ = self.request("GET", "/ping", timeout=1.0)
+                if status == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > deadline:
+                raise ScenarioError("the server did not answer /ping within %.0fs" % START_TIMEOUT)
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        try:
+            if self.proc is not None:
+                stop(self.proc)
+        finally:
+            shutil.rmtree(self.data_path, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def request(self, method: str, path: str, timeout: float = PING_TIMEOUT):
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def create_channel(self, topic: str, channel: str) -> None:
+        """POST /topic/create, then /channel/create (which, as in nsqd, wants an existing topic)."""
+        for path in ("/topic/create?topic=%s" % topic, "/channel/create?topic=%s&channel=%s" % (topic, channel)):
+            try:
+                status, body = self.request("POST", path)
+            except (OSError, http.client.HTTPException) as e:
+                raise ScenarioError("POST %s failed: %s" % (path, e))
+            if status != 200:
+                raise ScenarioError("POST %s answered %d %s" % (path, status, body.decode("utf-8", "replace").strip()))
+
+    def channel_stats(self, topic: str, channel: str) -> dict:
+        """The channel's part of /stats?format=json, or {} if the server does not answer it."""
+        path = "/stats?format=json&include_clients=false&include_mem=false&topic=%s&channel=%s" % (topic, channel)
+        try:
+            status, body = self.request("GET", path)
+            doc = json.loads(body) if status == 200 else {}
+        except (OSError, http.client.HTTPException, ValueError):
+            return {}
+        for t in doc.get("topics", []):
+            for c in t.get("channels", []):
+                if t.get("topic_name") == topic and c.get("channel_name") == channel:
+                    return c
+        return {}
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_note(self) -> str:
+        """'' while the server runs, else how it ended and the last line it logged."""
+        if self.alive() or self.proc is None:
+            return ""
+        code = self.proc.returncode
+        how = "signal %d" % -code if code < 0 else "status %d" % code
+        tail = self.log_tail(1)
+        return " (server exited with %s%s)" % (how, ": " + tail[0] if tail else "")
+
+    def log_tail(self, n: int):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return [line.rstrip() for line in f.readlines()[-n:] if line.strip()]
+        except OSError:
+            return []
+
+    def new_log_problems(self):
+        """Warnings, errors and tracebacks the server logged since the last call; of a traceback
+        (its lines are tab-indented in Twisted's text log) only the last line, the exception."""
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                f.seek(self._log_offset)
+                text = f.read()
+                self._log_offset = f.tell()
+        except OSError:
+            return []
+        problems = []
+        exception = None
+        for line in text.splitlines() + [""]:
+            if line.startswith("\t"):
+                exception = line.strip() or exception
+                continue
+            if exception:
+                problems.append("  " + exception)
+                exception = None
+            if _PROBLEM.search(line):
+                problems.append(line)
+        return problems
+
+    def _status(self) -> dict:
+        values = {}
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                values[key] = value.strip()
+        return values
+
+    def rss(self) -> int:
+        """Resident set size in bytes; VmHWM (the peak) via :meth:`peak_rss`."""
+        return int(self._status()["VmRSS"].split()[0]) * 1024
+
+    def peak_rss(self) -> int:
+        return int(self._status()["VmHWM"].split()[0]) * 1024
+
+    def cpu_seconds(self) -> float:
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

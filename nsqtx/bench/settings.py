@@ -1,0 +1,9 @@
+"""Names and limits that more than one part of the bench relies on."""
+import os
+
+#: the source tree the server imports nsqtx from (PYTHONPATH), and whose commit the results name
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOPIC = "bench"
+CHANNEL = "bench"
+#: how long one HTTP request to the server may take
+PING_TIMEOUT = 5.0

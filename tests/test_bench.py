@@ -1,0 +1,224 @@
+"""The parts of ``python -m nsqtx.bench`` that need no server: its options, how repeated runs become
+one row each, the table and the percentile of /ping latencies. Nothing here runs or times a load."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import sys
+
+from twisted.trial import unittest
+
+from nsqtx.bench.cli import DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args
+from nsqtx.bench.meters import _percentile
+from nsqtx.bench.report import format_table, median_rows
+from nsqtx.bench.scenarios import Bench
+
+
+def _row(python="/py/a", mode="pub", connections=1, **fields) -> dict:
+    """A result row as the bench makes it (Bench.row), with the given fields filled in."""
+    args = parse_args(["--python", python])
+    row = Bench(args, "nsqload", python, "CPython " + python).row(mode, connections)
+    row.update(fields)
+    return row
+
+
+def _cells(line: str):
+    """A table line split into its cells (they are two spaces apart or more, and have none inside)."""
+    return re.split(r" {2,}", line.strip())
+
+
+class ParseArgsTests(unittest.TestCase):
+    def _rejected(self, argv) -> str:
+        """parse_args exits with status 2 on `argv`; returns what it printed."""
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            e = self.assertRaises(SystemExit, parse_args, argv)
+        self.assertEqual(e.code, 2)
+        return err.getvalue()
+
+    def test_defaults(self):
+        args = parse_args([])
+        self.assertEqual(args.python, [sys.executable])
+        self.assertEqual(args.scenarios, ["pub", "sub", "mem"])
+        self.assertEqual(args.seconds, 5.0)
+        self.assertEqual(args.messages, 500000)
+        self.assertEqual(args.connections, [1, 2])
+        self.assertEqual(args.size, 200)
+        self.assertEqual(args.batch, 200)
+        self.assertIsNone(args.mem_queue_size)
+        self.assertEqual(args.nsqload_src, DEFAULT_NSQLOAD_SRC)
+        self.assertEqual(args.repeat, 1)
+        self.assertFalse(args.json)
+
+    def test_nsqload_source_beside_the_repository(self):
+        self.assertTrue(DEFAULT_NSQLOAD_SRC.endswith("/shared/bench/nsqload.c"), DEFAULT_NSQLOAD_SRC)
+
+    def test_values(self):
+        args = parse_args(["--python", "/py/a", "--python", "/py/b", "--scenarios", " mem, pub ",
+                           "--seconds", "0.5", "--messages", "1000", "--connections", "8, 1,256",
+                           "--size", "10", "--batch", "3", "--mem-queue-size", "0", "--nsqload-src", "x.c",
+                           "--repeat", "3", "--json"])
+        self.assertEqual(args.python, ["/py/a", "/py/b"])
+        self.assertEqual(args.scenarios, ["mem", "pub"])
+        self.assertEqual(args.seconds, 0.5)
+        self.assertEqual(args.messages, 1000)
+        self.assertEqual(args.connections, [8, 1, 256])
+        self.assertEqual((args.size, args.batch, args.repeat), (10, 3, 3))
+        self.assertEqual(args.mem_queue_size, 0)
+        self.assertEqual(args.nsqload_src, "x.c")
+        self.assertTrue(args.json)
+
+    def test_rejected_values(self):
+        for connections in ("0", "257", ","):
+            self.assertIn("connection counts must be in [1,256]", self._rejected(["--connections", connections]))
+        self.assertIn("not a comma-separated list of integers", self._rejected(["--connections", "1,two"]))
+        self.assertIn("unknown scenario bogus (choose from pub,sub,mem)", self._rejected(["--scenarios", "pub,bogus"]))
+        self.assertIn("unknown scenario ''", self._rejected(["--scenarios", ","]))
+        for flag in ("--seconds", "--messages", "--size", "--batch", "--repeat"):
+            self.assertIn("must be positive", self._rejected([flag, "0"]), flag)
+        self.assertIn("argument --messages", self._rejected(["--messages", "1.5"]))
+        self.assertIn("--mem-queue-size must not be negative", self._rejected(["--mem-queue-size", "-1"]))
+
+    def test_int_list(self):
+        self.assertEqual(_int_list("1,2, 4,"), [1, 2, 4])
+        for text in ("", "0", "1,257", "-1", "x"):
+            self.assertRaises(argparse.ArgumentTypeError, _int_list, text)
+
+    def test_scenario_list(self):
+        self.assertEqual(_scenario_list("sub"), ["sub"])
+        self.assertEqual(_scenario_list("mem,sub,"), ["mem", "sub"])
+        for text in ("", "pub,PUB", "all"):
+            self.assertRaises(argparse.ArgumentTypeError, _scenario_list, text)
+
+    def test_positive(self):
+        self.assertEqual(_positive(float)("0.25"), 0.25)
+        self.assertEqual(_positive(int)("7"), 7)
+        self.assertRaises(argparse.ArgumentTypeError, _positive(float), "0.0")
+        self.assertRaises(argparse.ArgumentTypeError, _positive(int), "-1")
+        self.assertRaises(ValueError, _positive(int), "1.5")
+
+
+class MedianRowsTests(unittest.TestCase):
+    def test_median_run_of_an_odd_count(self):
+        """The row is that run's, /ping and CPU included, and its first note lists every run's figure."""
+        runs = [_row(rate=300.0, ping={"p99_ms": 3.0}, server_cpu_pct=30.0),
+                _row(rate=100.0, ping={"p99_ms": 1.0}, server_cpu_pct=10.0),
+                _row(rate=200.4, ping={"p99_ms": 2.0}, server_cpu_pct=20.0)]
+        [row] = median_rows(runs, parse_args(["--python", "/py/a"]))
+        self.assertEqual((row["rate"], row["ping"], row["server_cpu_pct"]), (200.4, {"p99_ms": 2.0}, 20.0))
+        self.assertEqual(row["notes"], ["median of 3 runs (100, 200, 300 msgs/s)"])
+
+    def test_lower_middle_of_an_even_count(self):
+        runs = [_row(rate=r) for r in (400.0, 100.0, 300.0, 200.0)]
+        [row] = median_rows(runs, parse_args(["--python", "/py/a"]))
+        self.assertEqual(row["rate"], 200.0)
+        self.assertEqual(row["notes"], ["median of 4 runs (100, 200, 300, 400 msgs/s)"])
+
+    def test_mem_goes_by_bytes_per_message(self):
+        runs = [_row(mode="mem", bytes_per_msg=b, rate=r) for b, r in ((90.0, 1.0), (70.0, 3.0), (80.0, 2.0))]
+        [row] = median_rows(runs, parse_args(["--python", "/py/a"]))
+        self.assertEqual(row["bytes_per_msg"], 80.0)
+        self.assertEqual(row["notes"], ["median of 3 runs (70, 80, 90 B/msg)"])
+
+    def test_the_runs_own_notes_follow_and_the_runs_stay_as_they_were(self):
+        """--json prints the runs beside the medians: they keep their own notes."""
+        runs = [_row(rate=1.0, notes=["slow"]), _row(rate=2.0, notes=["noisy"]), _row(rate=3.0, notes=[])]
+        [row] = median_rows(runs, parse_args(["--python", "/py/a"]))
+        self.assertEqual(row["notes"], ["median of 3 runs (1, 2, 3 msgs/s)", "noisy"])
+        self.assertEqual([r["notes"] for r in runs], [["slow"], ["noisy"], []])
+        self.assertIsNot(row, runs[1])
+
+    def test_failed_runs_are_left_out_of_the_median_and_noted(self):
+        runs = [_row(rate=500.0, error="first failure"), _row(rate=20.0),
+                _row(rate=10.0, error="second failure"), _row(rate=30.0)]
+        [row] = median_rows(runs, parse_args(["--python", "/py/a"]))
+        self.assertEqual(row["rate"], 20.0)
+        self.assertIsNone(row["error"])
+        self.assertEqual(row["notes"], ["median of 2 runs (20, 30 msgs/s)", "2 of 4 runs failed: first failure"])
+
+    def test_all_runs_failed(self):
+        """Then the first failed run stands for them, as it was."""
+        runs = [_row(error="first failure", notes=["a"]), _row(error="second failure")]
+        [row] = median_rows(runs, parse_args(["--python", "/py/a"]))
+        self.assertEqual(row["error"], "first failure")
+        self.assertEqual(row["notes"], ["a"])
+
+    def test_one_row_per_runtime_scenario_and_count_in_the_order_of_the_options(self):
+        args = parse_args(["--python", "/py/a", "--python", "/py/b", "--scenarios", "mem,pub", "--connections", "2,1"])
+        runs = [_row("/py/b", "pub", 1, rate=1.0), _row("/py/a", "pub", 1, rate=2.0),
+                _row("/py/a", "pub", 2, rate=3.0), _row("/py/a", "mem", 1, bytes_per_msg=4.0),
+                _row("/py/b", "pub", 1, rate=5.0), _row("/py/a", "pub", 2, rate=6.0)]
+        rows = median_rows(runs, args)
+        self.assertEqual([(r["python"], r["mode"], r["connections"]) for r in rows],
+                         [("/py/a", "mem", 1), ("/py/a", "pub", 2), ("/py/a", "pub", 1), ("/py/b", "pub", 1)])
+        self.assertEqual([r["notes"][0] for r in rows],
+                         ["median of 1 runs (4 B/msg)", "median of 2 runs (3, 6 msgs/s)",
+                          "median of 1 runs (2 msgs/s)", "median of 2 runs (1, 5 msgs/s)"])
+
+    def test_a_mem_row_whatever_the_connection_counts(self):
+        """mem always runs on one connection, which --connections need not list."""
+        args = parse_args(["--python", "/py/a", "--scenarios", "pub,mem", "--connections", "2"])
+        runs = [_row("/py/a", "mem", 1, bytes_per_msg=4.0), _row("/py/a", "pub", 2, rate=3.0)]
+        rows = median_rows(runs, args)
+        self.assertEqual([(r["mode"], r["connections"]) for r in rows], [("pub", 2), ("mem", 1)])
+
+
+class FormatTableTests(unittest.TestCase):
+    HEADER = ["runtime", "mode", "mem-queue", "conns", "msgs/s", "B/queued msg", "/ping p99 ms", "server CPU%",
+              "notes"]
+
+    def _table(self, *rows):
+        """The table's lines as dicts of column name to cell."""
+        lines = format_table(rows).split("\n")
+        self.assertEqual(_cells(lines[0]), self.HEADER)
+        return [dict(zip(self.HEADER, _cells(line))) for line in lines[1:]]
+
+    def test_pub_row(self):
+        [cells] = self._table(_row(mode="pub", connections=2, mem_queue_size=10000000, rate=123456.7,
+                                   ping={"p50_ms": 0.5, "p99_ms": 1.234}, server_cpu_pct=97.6,
+                                   notes=["first", "second"]))
+        self.assertEqual(cells, {"runtime": "CPython /py/a", "mode": "pub", "mem-queue": "10M", "conns": "2",
+                                 "msgs/s": "123457", "B/queued msg": "-", "/ping p99 ms": "1.23",
+                                 "server CPU%": "98", "notes": "first; second"})
+
+    def test_mem_row_shows_bytes_and_no_rate(self):
+        [cells] = self._table(_row(mode="mem", mem_queue_size=0, rate=1000.0, bytes_per_msg=87.4))
+        self.assertEqual(cells, {"runtime": "CPython /py/a", "mode": "mem", "mem-queue": "0", "conns": "1",
+                                 "msgs/s": "-", "B/queued msg": "87", "/ping p99 ms": "-", "server CPU%": "-"})
+
+    def test_failed_row_shows_no_figures_and_leads_its_notes_with_the_error(self):
+        [cells] = self._table(_row(rate=5.0, ping={"p99_ms": 2.0}, server_cpu_pct=50.0, notes=["later"],
+                                   error="the server died under load"))
+        self.assertEqual((cells["msgs/s"], cells["/ping p99 ms"], cells["server CPU%"]), ("-", "-", "50"))
+        self.assertEqual(cells["notes"], "FAILED: the server died under load; later")
+
+    def test_mem_queue_sizes_in_thousands_and_millions_only_when_round(self):
+        sizes = [0, 999, 1000, 1500, 2500000, 3000000, 10 ** 7 + 1000]
+        table = self._table(*(_row(mem_queue_size=n, rate=1.0) for n in sizes))
+        self.assertEqual([cells["mem-queue"] for cells in table], ["0", "999", "1k", "1500", "2500k", "3M", "10001k"])
+
+    def test_layout(self):
+        """Names and notes to the left, figures to the right, two spaces apart; no trailing blanks."""
+        pub = _row(mode="pub", mem_queue_size=10000000, rate=123456.7, ping={"p99_ms": 1.234}, server_cpu_pct=97.6)
+        mem = _row(mode="mem", mem_queue_size=1000000, bytes_per_msg=87.4, notes=["n"])
+        mem["runtime"] = "PyPy 3.9"
+        self.assertEqual(format_table([pub, mem]).split("\n"), [
+            "runtime        mode  mem-queue  conns  msgs/s  B/queued msg  /ping p99 ms  server CPU%  notes",
+            "CPython /py/a  pub         10M      1  123457             -          1.23           98",
+            "PyPy 3.9       mem          1M      1       -            87             -            -  n",
+        ])
+
+
+class PercentileTests(unittest.TestCase):
+    def test_nearest_rank(self):
+        """The smallest value with at least pct% of the values at or below it."""
+        ordered = list(range(1, 11))
+        self.assertEqual([_percentile(ordered, p) for p in (10, 50, 51, 90, 99, 100)], [1, 5, 6, 9, 10, 10])
+        self.assertEqual(_percentile(list(range(1, 201)), 99), 198)
+        self.assertEqual(_percentile(list(range(1, 201)), 99.5), 199)
+
+    def test_ends(self):
+        self.assertEqual(_percentile([0.25, 0.5], 0), 0.25)
+        self.assertEqual(_percentile([0.003], 99), 0.003)
