@@ -20,7 +20,7 @@ from nsqtx.diskqueue import DiskQueue
 from nsqtx.errors import QueueError
 from nsqtx.files import remove_file
 from nsqtx.guid import GUIDFactory
-from nsqtx.http_api import make_site
+from nsqtx.http_site import make_site
 from nsqtx.log import NSQLogger, set_log_level
 from nsqtx.message import MIN_DISK_LENGTH, to_disk
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name

@@ -1,4 +1,5 @@
-"""The HTTP API (nsqtx.http_api) and the stats it serves (nsqtx.stats), against Go nsqd 1.3's http.go.
+"""The HTTP API (nsqtx.http_api and the http_params, http_responses and http_site modules beside it) and
+the stats it serves (nsqtx.stats), against Go nsqd 1.3's http.go.
 
 Requests go in-process: StubTreq over the site the node itself listens with (taken from the fake
 reactor's listenTCP call), or raw HTTP bytes into that site's protocol when the test is about the
@@ -26,7 +27,9 @@ from twisted.web.client import HTTPConnectionPool
 
 from nsqtx import log as nsqlog
 from nsqtx.diskqueue import DiskQueue
-from nsqtx.http_api import HTTPError, encode_json, make_site, parse_query
+from nsqtx.http_params import parse_query
+from nsqtx.http_responses import HTTPError, encode_json
+from nsqtx.http_site import make_site
 from nsqtx.node import NSQD
 from nsqtx.options import Options
 from tests.support import MESSAGE, RESPONSE, Conn, body as message_body, data_dir, message_id, mpub_body, queued
