@@ -112,24 +112,16 @@ class ProtocolV2(ClientConnection):
                     self._need = 0
                     self._run(self._reader, buf, start, pos)
                 else:
+                    if self.channel is not None:
+                        fins_end = self._finish_fins(buf, pos)
+                        if fins_end != pos:
+                            pos = fins_end
+                            continue
                     nl = buf.find(b"\n", pos)
                     if nl < 0 or nl - pos >= self.MAX_LENGTH:
                         if end - pos >= self.MAX_LENGTH:
                             self._fail(FatalClientError("E_INVALID", "command line too long"))
                         break
-                    if (nl - pos == 20 and self.channel is not None and buf.startswith(b"FIN ", pos)
-                            and buf[nl - 1] != 13):
-                        # A consumer's stream is mostly FINs: handled here without the generic
-                        # split and dispatch, cutting out only the ID (same rules and errors as
-                        # FIN below, which also gets lines ending in CRLF).
-                        msg_id = buf[pos + 4:nl]
-                        pos = nl + 1
-                        try:
-                            self.channel.finish(self, msg_id)
-                        except QueueError as err:
-                            self._fail(ClientError("E_FIN_FAILED", "FIN %s failed %s" % (text(msg_id), err)))
-                        self._pump_pending = True
-                        continue
                     line = buf[pos:nl]
                     pos = nl + 1
                     if line[-1:] == b"\r":
@@ -146,6 +138,26 @@ class ProtocolV2(ClientConnection):
         if self._response_pending:
             self._response_pending = False
             self.flush()
+
+    def _finish_fins(self, buf: bytes, pos: int) -> int:
+        """FIN the messages named by the FIN lines that start at buf[pos:]; returns where the first
+        other line starts (`pos` if there is none).
+
+        A consumer's stream is mostly FINs: they are handled without the generic split and dispatch,
+        cutting out only the ID (same rules and errors as FIN below, which also gets lines ending in
+        CRLF and IDs of the wrong length), and in a loop of their own, which PyPy compiles for them.
+        Inside dataReceived's loop, compiled for whatever came first (publishes, say), each FIN took
+        a side exit that boxed the loop's positions: consuming was 5-13% slower."""
+        channel = self.channel
+        while buf.startswith(b"FIN ", pos) and buf.find(b"\n", pos, pos + 21) == pos + 20 and buf[pos + 19] != 13:
+            msg_id = buf[pos + 4:pos + 20]
+            pos += 21
+            try:
+                channel.finish(self, msg_id)
+            except QueueError as err:
+                self._fail(ClientError("E_FIN_FAILED", "FIN %s failed %s" % (text(msg_id), err)))
+            self._pump_pending = True
+        return pos
 
     def _keep(self, rest: bytes) -> None:
         self._chunks = [rest]

@@ -451,6 +451,33 @@ class ConsumeTests(Base):
         conn.send(b"FIN " + msg_id + b"\r\n")
         self.assertEqual((conn.frames(), conn.proto.finish_count), ([], 1))
 
+    def test_a_run_of_fins_in_one_chunk_ends_at_the_first_other_line(self):
+        """FINs arriving together are taken in a loop of their own; every kind of line that can end
+        the run is then parsed as it would be on its own."""
+        conn = self.consumer(rdy=7)
+        self.publish(*[b"m%d" % i for i in range(7)])
+        ids = [msg_id for _, msg_id, _ in conn.messages()]
+        conn.send(b"".join([
+            b"FIN " + ids[0] + b"\n", b"FIN " + ids[1] + b"\n",
+            b"FIN " + ids[2] + b"\r\n",                # CRLF: the generic FIN
+            b"FIN " + ids[3] + b"\n",
+            b"FIN 0123456789abcdef\n",                 # not in flight: E_FIN_FAILED, not fatal
+            b"FIN " + ids[4] + b"\n", b"NOP\n",
+            b"FIN " + ids[5] + b"\n",
+            b"FIN " + ids[6][:8]]))                    # the rest comes in the next chunk
+        self.assertEqual(conn.frames(), [(ERROR, b"E_FIN_FAILED FIN 0123456789abcdef failed ID not in flight")])
+        self.assertEqual(conn.proto.finish_count, 6)
+        conn.send(ids[6][8:] + b"\n")
+        self.assertEqual((conn.frames(), conn.proto.finish_count, conn.closed), ([], 7, False))
+
+    def test_a_bad_line_in_a_run_of_fins_is_fatal_there(self):
+        conn = self.consumer(rdy=2)
+        self.publish(b"a", b"b")
+        ids = [msg_id for _, msg_id, _ in conn.messages()]
+        conn.send(b"FIN " + ids[0] + b"\nFIN 01234567\n9abcdef\nFIN " + ids[1] + b"\n")
+        self.assertError(conn, b"E_INVALID invalid message ID")
+        self.assertEqual(conn.proto.finish_count, 1)
+
     def test_fin_is_counted(self):
         conn = self.consumer(rdy=1)
         self.publish(b"x")
