@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from nsqtx.bench.cli import DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args
 from nsqtx.bench.meters import _percentile
 from nsqtx.bench.report import format_table, median_rows
-from nsqtx.bench.scenarios import Bench
+from nsqtx.bench.scenarios import Bench, next_backlog
 
 
 def _row(python="/py/a", mode="pub", connections=1, **fields) -> dict:
@@ -50,6 +50,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertIsNone(args.mem_queue_size)
         self.assertEqual(args.nsqload_src, DEFAULT_NSQLOAD_SRC)
         self.assertEqual(args.repeat, 1)
+        self.assertEqual(args.sub_warmup, 0.0)
         self.assertFalse(args.json)
 
     def test_nsqload_source_beside_the_repository(self):
@@ -59,7 +60,7 @@ class ParseArgsTests(unittest.TestCase):
         args = parse_args(["--python", "/py/a", "--python", "/py/b", "--scenarios", " mem, pub ",
                            "--seconds", "0.5", "--messages", "1000", "--connections", "8, 1,256",
                            "--size", "10", "--batch", "3", "--mem-queue-size", "0", "--nsqload-src", "x.c",
-                           "--repeat", "3", "--json"])
+                           "--repeat", "3", "--sub-warmup", "1.5", "--json"])
         self.assertEqual(args.python, ["/py/a", "/py/b"])
         self.assertEqual(args.scenarios, ["mem", "pub"])
         self.assertEqual(args.seconds, 0.5)
@@ -68,6 +69,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual((args.size, args.batch, args.repeat), (10, 3, 3))
         self.assertEqual(args.mem_queue_size, 0)
         self.assertEqual(args.nsqload_src, "x.c")
+        self.assertEqual(args.sub_warmup, 1.5)
         self.assertTrue(args.json)
 
     def test_rejected_values(self):
@@ -80,6 +82,8 @@ class ParseArgsTests(unittest.TestCase):
             self.assertIn("must be positive", self._rejected([flag, "0"]), flag)
         self.assertIn("argument --messages", self._rejected(["--messages", "1.5"]))
         self.assertIn("--mem-queue-size must not be negative", self._rejected(["--mem-queue-size", "-1"]))
+        for warmup in ("-1", "nan"):
+            self.assertIn("--sub-warmup must not be negative", self._rejected(["--sub-warmup", warmup]))
 
     def test_int_list(self):
         self.assertEqual(_int_list("1,2, 4,"), [1, 2, 4])
@@ -98,6 +102,21 @@ class ParseArgsTests(unittest.TestCase):
         self.assertRaises(argparse.ArgumentTypeError, _positive(float), "0.0")
         self.assertRaises(argparse.ArgumentTypeError, _positive(int), "-1")
         self.assertRaises(ValueError, _positive(int), "1.5")
+
+
+class NextBacklogTests(unittest.TestCase):
+    def test_lasting_a_quarter_longer_than_the_run_at_the_pace_it_ran_out(self):
+        # 1M consumed in the first 2 of 4 s: 2.5M lasts 5 s
+        self.assertEqual(next_backlog(1000000, 1000000, 0, 2.0, 4.0, 8000000), 2500000)
+
+    def test_the_warm_up_is_added_and_not_counted_in_the_pace(self):
+        # 600k in the warm-up, then 1.4M in the first 2 of 4 s
+        self.assertEqual(next_backlog(2000000, 2000000, 600000, 2.0, 4.0, 16000000), 600000 + 3500000)
+
+    def test_at_least_doubled_rounded_up_and_capped(self):
+        self.assertEqual(next_backlog(1000000, 1000000, 0, 3.9, 4.0, 8000000), 2000000)
+        self.assertEqual(next_backlog(1000000, 1000000, 0, 1.9, 4.0, 8000000), 2700000)
+        self.assertEqual(next_backlog(1000000, 1000000, 0, 0.1, 4.0, 8000000), 8000000)
 
 
 class MedianRowsTests(unittest.TestCase):

@@ -21,7 +21,9 @@ Scenarios (``--scenarios``, default ``pub,sub,mem``):
     would make the rate a lower bound, so the run is then repeated on a fresh server with a backlog
     sized to last (up to 8 x ``--messages``); the row says so. All connection counts of a runtime
     consume the same backlog (on PyPy a bigger one is slower to consume): a count measured before
-    another raised it runs again, also across ``--repeat`` rounds.
+    another raised it runs again, also across ``--repeat`` rounds. ``--sub-warmup SECONDS`` first
+    consumes that long from the same backlog, unmeasured: a fresh PyPy server's first seconds of
+    consuming include compiling the consume path, which a long-running server has done.
 ``mem``
     The server's RSS (``VmRSS``) before and after queueing ``--messages`` messages in one channel;
     reports (after - before) / messages, in bytes per queued message.
@@ -39,6 +41,7 @@ Examples::
     python -m nsqtx.bench --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --json
     python -m nsqtx.bench --mem-queue-size=0 --scenarios pub
     python -m nsqtx.bench --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --repeat 3
+    python -m nsqtx.bench --python /tmp/pvenv/bin/python --scenarios sub --sub-warmup 1 --repeat 5
 
 The machine this runs on is usually shared, and single runs vary by tens of percent: ``--repeat N``
 runs everything N times, alternating the order of runtimes and connection counts, and reports for

@@ -60,6 +60,9 @@ def parse_args(argv):
                         help="comma-separated, from pub,sub,mem (default: all)")
     parser.add_argument("--seconds", type=_positive(float), default=5.0,
                         help="duration of each pub and sub load (default: 5)")
+    parser.add_argument("--sub-warmup", type=float, default=0.0, metavar="SECONDS",
+                        help="consume this long before each measured sub run, from the same backlog "
+                             "(PyPy's JIT compiles the consume path meanwhile; default: 0)")
     parser.add_argument("--messages", type=_positive(int), default=500000,
                         help="backlog for sub and queued count for mem (default: 500000)")
     parser.add_argument("--connections", type=_int_list, default=[1, 2], metavar="LIST",
@@ -78,6 +81,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.mem_queue_size is not None and args.mem_queue_size < 0:
         parser.error("--mem-queue-size must not be negative")
+    if not args.sub_warmup >= 0:
+        parser.error("--sub-warmup must not be negative")
     args.python = args.python or [sys.executable]
     return args
 
@@ -123,8 +128,9 @@ def main(argv=None) -> int:
         stop_all()
     rows = median_rows(runs, args) if args.repeat > 1 else runs
     if args.json:
-        settings = {name: getattr(args, name) for name in ("seconds", "messages", "connections", "size", "batch",
-                                                           "mem_queue_size", "scenarios", "repeat")}
+        names = ("seconds", "sub_warmup", "messages", "connections", "size", "batch", "mem_queue_size", "scenarios",
+                 "repeat")
+        settings = {name: getattr(args, name) for name in names}
         settings.update(source=source_version(), cpus=os.cpu_count())
         json.dump({"settings": settings, "results": rows, "runs": runs}, sys.stdout, indent=2)
         print()

@@ -17,6 +17,16 @@ SUB_RDY = 2500
 OTHER_CPU_NOTE = 15.0
 
 
+def next_backlog(backlog: int, filled: int, warmup_msgs: int, lasted: float, seconds: float,
+                 limit: int) -> int:
+    """The backlog for a sub run again after consumers emptied `filled` messages, `warmup_msgs` of
+    them in the warm-up and the rest in the first `lasted` of the measured `seconds`: enough for the
+    warm-up and 1.25 x the measured run at that pace, at least twice `backlog`, at most `limit`,
+    rounded up to 100 000."""
+    wanted = max(2 * backlog, warmup_msgs + 1.25 * (filled - warmup_msgs) * seconds / lasted)
+    return min(limit, -(-int(wanted) // 100000) * 100000)
+
+
 class Bench:
     def __init__(self, args, nsqload: str, python: str, runtime: str):
         self.args = args
@@ -67,8 +77,7 @@ class Bench:
             if row["error"] or not row.get("drained") or backlog >= limit:
                 break
             lasted = row.get("drained_after") or a.seconds / 2
-            wanted = max(2 * backlog, 1.25 * row["filled"] * a.seconds / lasted)
-            self.sub_backlog = min(limit, -(-int(wanted) // 100000) * 100000)
+            self.sub_backlog = next_backlog(backlog, row["filled"], row["warmup_msgs"], lasted, a.seconds, limit)
             print("nsqtx.bench: %s sub x%d: %d messages ran out after %.1fs; again with %d"
                   % (self.runtime, conns, row["filled"], lasted, self.sub_backlog), file=sys.stderr)
         if row["backlog"] > a.messages:
@@ -164,13 +173,22 @@ class Bench:
         row["filled"] = backlog.msgs
         row["fill_rate"] = backlog.rate
         self.check_queued(server, row, backlog.msgs)
-        result = self._load(server, row, ["sub", server.tcp_port, TOPIC, CHANNEL, seconds, row["connections"],
-                                          SUB_RDY], seconds, watch_drain=True)
+        consume = ["sub", server.tcp_port, TOPIC, CHANNEL, None, row["connections"], SUB_RDY]
+        warmup = self.args.sub_warmup
+        row["warmup_msgs"] = 0
+        if warmup > 0:
+            consume[4] = warmup
+            row["warmup_msgs"] = Load(self.nsqload, consume, warmup).wait(server).msgs
+        consume[4] = seconds
+        result = self._load(server, row, consume, seconds, watch_drain=True)
         # running out in the last 5% of the run hardly lowers the rate
         lasted = row["drained_after"]
-        row["drained"] = result.msgs >= backlog.msgs or (lasted is not None and lasted < 0.95 * seconds)
+        row["drained"] = (row["warmup_msgs"] + result.msgs >= backlog.msgs
+                          or (lasted is not None and lasted < 0.95 * seconds))
         after = server.channel_stats(TOPIC, CHANNEL)
         row["after_sub"] = {k: after.get(k) for k in ("depth", "in_flight_count", "requeue_count", "timeout_count")}
+        if warmup > 0:
+            row["notes"].append("%d consumed in a %gs warm-up before" % (row["warmup_msgs"], warmup))
         if row["drained"]:
             row["notes"].append("backlog of %d ran out before %gs: the rate is a lower bound (raise --messages)"
                                 % (backlog.msgs, seconds))
