@@ -173,14 +173,15 @@ class Bench:
         row["filled"] = backlog.msgs
         row["fill_rate"] = backlog.rate
         self.check_queued(server, row, backlog.msgs)
-        consume = ["sub", server.tcp_port, TOPIC, CHANNEL, None, row["connections"], SUB_RDY]
+
+        def consume(secs: float):
+            return ["sub", server.tcp_port, TOPIC, CHANNEL, secs, row["connections"], SUB_RDY]
+
         warmup = self.args.sub_warmup
         row["warmup_msgs"] = 0
         if warmup > 0:
-            consume[4] = warmup
-            row["warmup_msgs"] = Load(self.nsqload, consume, warmup).wait(server).msgs
-        consume[4] = seconds
-        result = self._load(server, row, consume, seconds, watch_drain=True)
+            row["warmup_msgs"] = Load(self.nsqload, consume(warmup), warmup).wait(server).msgs
+        result = self._load(server, row, consume(seconds), seconds, watch_drain=True)
         # running out in the last 5% of the run hardly lowers the rate
         lasted = row["drained_after"]
         row["drained"] = (row["warmup_msgs"] + result.msgs >= backlog.msgs
