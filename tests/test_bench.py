@@ -51,6 +51,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual(args.nsqload_src, DEFAULT_NSQLOAD_SRC)
         self.assertEqual(args.repeat, 1)
         self.assertEqual(args.sub_warmup, 0.0)
+        self.assertEqual(args.ping_interval, 0.01)
         self.assertFalse(args.json)
 
     def test_nsqload_source_beside_the_repository(self):
@@ -60,7 +61,7 @@ class ParseArgsTests(unittest.TestCase):
         args = parse_args(["--python", "/py/a", "--python", "/py/b", "--scenarios", " mem, pub ",
                            "--seconds", "0.5", "--messages", "1000", "--connections", "8, 1,256",
                            "--size", "10", "--batch", "3", "--mem-queue-size", "0", "--nsqload-src", "x.c",
-                           "--repeat", "3", "--sub-warmup", "1.5", "--json"])
+                           "--repeat", "3", "--sub-warmup", "1.5", "--ping-interval", "0", "--json"])
         self.assertEqual(args.python, ["/py/a", "/py/b"])
         self.assertEqual(args.scenarios, ["mem", "pub"])
         self.assertEqual(args.seconds, 0.5)
@@ -70,6 +71,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual(args.mem_queue_size, 0)
         self.assertEqual(args.nsqload_src, "x.c")
         self.assertEqual(args.sub_warmup, 1.5)
+        self.assertEqual(args.ping_interval, 0.0)
         self.assertTrue(args.json)
 
     def test_rejected_values(self):
@@ -82,8 +84,9 @@ class ParseArgsTests(unittest.TestCase):
             self.assertIn("must be positive", self._rejected([flag, "0"]), flag)
         self.assertIn("argument --messages", self._rejected(["--messages", "1.5"]))
         self.assertIn("--mem-queue-size must not be negative", self._rejected(["--mem-queue-size", "-1"]))
-        for warmup in ("-1", "nan"):
-            self.assertIn("--sub-warmup must not be negative", self._rejected(["--sub-warmup", warmup]))
+        for flag in ("--sub-warmup", "--ping-interval"):
+            for value in ("-1", "nan"):
+                self.assertIn("%s must not be negative" % flag, self._rejected([flag, value]))
 
     def test_int_list(self):
         self.assertEqual(_int_list("1,2, 4,"), [1, 2, 4])

@@ -72,6 +72,10 @@ def parse_args(argv):
     parser.add_argument("--mem-queue-size", type=int, default=None, metavar="N",
                         help="passed to the server (default: max(10000000, 2 x --messages), all in memory); "
                              "0 puts every message through the disk queue")
+    parser.add_argument("--ping-interval", type=float, default=0.01, metavar="SECONDS",
+                        help="how often a second client GETs /ping during pub and sub loads, for the "
+                             "/ping p99 column; 0 for none (each /ping costs the server some CPU; "
+                             "default: 0.01)")
     parser.add_argument("--nsqload-src", default=DEFAULT_NSQLOAD_SRC, metavar="PATH",
                         help="nsqload.c to build (default: %s)" % DEFAULT_NSQLOAD_SRC)
     parser.add_argument("--repeat", type=_positive(int), default=1, metavar="N",
@@ -81,8 +85,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.mem_queue_size is not None and args.mem_queue_size < 0:
         parser.error("--mem-queue-size must not be negative")
-    if not args.sub_warmup >= 0:
-        parser.error("--sub-warmup must not be negative")
+    for name in ("sub_warmup", "ping_interval"):
+        if not getattr(args, name) >= 0:
+            parser.error("--%s must not be negative" % name.replace("_", "-"))
     args.python = args.python or [sys.executable]
     return args
 
@@ -129,7 +134,7 @@ def main(argv=None) -> int:
     rows = median_rows(runs, args) if args.repeat > 1 else runs
     if args.json:
         names = ("seconds", "sub_warmup", "messages", "connections", "size", "batch", "mem_queue_size", "scenarios",
-                 "repeat")
+                 "repeat", "ping_interval")
         settings = {name: getattr(args, name) for name in names}
         settings.update(source=source_version(), cpus=os.cpu_count())
         json.dump({"settings": settings, "results": rows, "runs": runs}, sys.stdout, indent=2)

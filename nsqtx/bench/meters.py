@@ -12,7 +12,6 @@ import time
 from nsqtx.bench.server import Server
 from nsqtx.bench.settings import CHANNEL, PING_TIMEOUT, TOPIC
 
-PING_INTERVAL = 0.010
 DRAIN_POLL = 0.1
 
 
@@ -75,11 +74,12 @@ class DrainWatcher(threading.Thread):
 # -- /ping latency under load
 
 class PingPoller(threading.Thread):
-    """GET /ping every PING_INTERVAL on a new connection, recording latencies and failures."""
+    """GET /ping every `interval` seconds on a new connection, recording latencies and failures."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, interval: float):
         threading.Thread.__init__(self, name="ping-poller", daemon=True)
         self.port = port
+        self.interval = interval
         self.latencies = []
         self.errors = 0
         self.first_error = ""
@@ -106,7 +106,7 @@ class PingPoller(threading.Thread):
             else:
                 self.errors += 1
                 self.first_error = self.first_error or failure
-            self._halt.wait(max(0.0, PING_INTERVAL - took))
+            self._halt.wait(max(0.0, self.interval - took))
 
     def finish(self) -> dict:
         self._halt.set()

@@ -103,15 +103,16 @@ class Bench:
         cpu = CPUMeter(server)
         load = Load(self.nsqload, mode_args, seconds)
         # threads start after the spawn, so that none runs while the child is forked
-        poller = PingPoller(server.http_port)
-        poller.start()
+        poller = PingPoller(server.http_port, self.args.ping_interval) if self.args.ping_interval > 0 else None
+        if poller is not None:
+            poller.start()
         watcher = DrainWatcher(server) if watch_drain else None
         if watcher is not None:
             watcher.start()
         try:
             result = load.wait(server)
         finally:
-            row["ping"] = poller.finish()
+            row["ping"] = poller.finish() if poller is not None else {"count": 0, "errors": 0}
             if watcher is not None:
                 row["drained_after"] = watcher.finish()
         if server.alive():
