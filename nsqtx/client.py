@@ -35,7 +35,9 @@ def frame(frame_type: int, data: bytes) -> bytes:
 class ClientConnection(LineReceiver):
     """A connected client. Frames go to a write buffer that is flushed with one transport.write:
     at once for responses and errors, and for messages when the buffer passes output_buffer_size,
-    when the client can take no more (RDY reached), or when output_buffer_timeout has passed."""
+    when the client can take no more (RDY reached), when the channel's pump ends its slice with
+    this client still ready (see :meth:`~nsqtx.channel.Channel._deliver`), or when
+    output_buffer_timeout has passed."""
 
     node = None
 
@@ -199,10 +201,15 @@ class ClientConnection(LineReceiver):
         self.flush()
 
     def flush(self) -> None:
+        """The buffer list is emptied in place, not replaced: on PyPy a list that has outlived a
+        minor collection is old, and an old list let go of still counts as alive until the next
+        major collection, so the young frames it last held were copied out of the nursery at the
+        next minor one (raw memory for frames over a few KB, which made consuming fault in new
+        pages)."""
         wbuf = self._wbuf
         if wbuf:
             data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
-            self._wbuf = []
+            wbuf.clear()
             self._wsize = 0
             self._write(data)
 

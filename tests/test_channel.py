@@ -228,6 +228,37 @@ class ChannelTests(TestCase):
         self.assertEqual(next_turn(), [0, _PUMP_SLICE])
         self.assertEqual(next_turn(), [5, 5])
 
+    def test_a_share_that_ends_the_slice_leaves_nothing_in_the_output_buffer(self):
+        """With output buffering on, the frames after the last full buffer of a consumer's share go
+        out with the share, not a turn (or a timeout) later; a smaller burst still waits."""
+        conns = [Conn(self.node, 5000 + i).magic() for i in range(2)]
+        for conn in conns:
+            conn.subscribe(rdy=2500)
+            conn.frames()
+        bodies = [b"x" * 100] * (2 * _PUMP_SLICE + 10)
+        self.publish(*bodies)
+        self.assertEqual([len(c.messages()) for c in conns], [_PUMP_SLICE, 0])
+        self.assertEqual([c.proto._wbuf for c in conns], [[], []])
+        self.clock.advance(0)
+        self.assertEqual([len(c.messages()) for c in conns], [0, _PUMP_SLICE])
+        self.clock.advance(0)
+        self.assertEqual([len(c.messages()) for c in conns], [0, 0])
+        self.clock.advance(conns[0].proto.output_buffer_timeout)
+        self.assertEqual([len(c.messages()) for c in conns], [5, 5])
+
+    def test_a_flush_empties_the_write_buffer_in_place(self):
+        """The list is kept: a replaced one that PyPy had made old would keep its frames alive."""
+        conn = Conn(self.node).magic()
+        conn.subscribe(rdy=10)
+        conn.frames()
+        wbuf = conn.proto._wbuf
+        self.publish(b"1")
+        self.assertEqual(len(wbuf), 1)
+        self.clock.advance(conn.proto.output_buffer_timeout)
+        self.assertEqual(len(conn.messages()), 1)
+        self.assertIs(conn.proto._wbuf, wbuf)
+        self.assertEqual(wbuf, [])
+
     def test_round_robin_resumes_where_it_left_off(self):
         consumers = [self.consumer(rdy=100, port=5000 + i) for i in range(2)]
         for _ in range(3):
