@@ -1,12 +1,17 @@
-"""The parts of ``python -m nsqtx.bench`` that need no server: its options, how repeated runs become
-one row each, the table and the percentile of /ping latencies. Nothing here runs or times a load."""
+"""The parts of ``python -m nsqtx.bench`` that need no nsqtx server: its options, how repeated runs
+become one row each, the table, the percentile of /ping latencies and what polls /ping during a
+warm-up. Nothing here runs or times a load."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.server
 import io
+import os
 import re
 import sys
+import tempfile
+import threading
 
 from twisted.trial import unittest
 
@@ -105,6 +110,54 @@ class ParseArgsTests(unittest.TestCase):
         self.assertRaises(argparse.ArgumentTypeError, _positive(float), "0.0")
         self.assertRaises(argparse.ArgumentTypeError, _positive(int), "-1")
         self.assertRaises(ValueError, _positive(int), "1.5")
+
+
+class _PingCounter(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.pings += self.path == "/ping"
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args):
+        pass
+
+
+class WarmUpTests(unittest.TestCase):
+    """Bench.warm_up against a stand-in for nsqload (a script that waits, then prints nsqload's result
+    line) and an HTTP server that counts the /ping requests it answers."""
+
+    def setUp(self):
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PingCounter)
+        self.http.pings = 0
+        thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(self.http.server_close)
+        self.addCleanup(self.http.shutdown)
+        fd, self.nsqload = tempfile.mkstemp(suffix=".sh")
+        self.addCleanup(os.unlink, self.nsqload)
+        with os.fdopen(fd, "w") as f:
+            f.write("#!/bin/sh\nsleep 0.3\necho 'sub msgs=42 secs=0.30 rate=140.0'\n")
+        os.chmod(self.nsqload, 0o755)
+        self.server = argparse.Namespace(http_port=self.http.server_address[1], exit_note=lambda: "")
+
+    def _warm_up(self, ping_interval: str):
+        args = parse_args(["--ping-interval", ping_interval])
+        bench = Bench(args, self.nsqload, sys.executable, "CPython")
+        return bench.warm_up(self.server, ["sub"], 0.3)
+
+    def test_polls_ping_while_the_load_runs(self):
+        msgs, ping = self._warm_up("0.01")
+        self.assertEqual(msgs, 42)
+        self.assertGreater(ping["count"], 0)
+        self.assertEqual(ping["count"], self.http.pings)
+        self.assertEqual(ping["errors"], 0)
+
+    def test_no_polling_with_an_interval_of_zero(self):
+        msgs, ping = self._warm_up("0")
+        self.assertEqual((msgs, ping["count"], self.http.pings), (42, 0, 0))
 
 
 class NextBacklogTests(unittest.TestCase):

@@ -61,8 +61,8 @@ def parse_args(argv):
     parser.add_argument("--seconds", type=_positive(float), default=5.0,
                         help="duration of each pub and sub load (default: 5)")
     parser.add_argument("--sub-warmup", type=float, default=0.0, metavar="SECONDS",
-                        help="consume this long before each measured sub run, from the same backlog "
-                             "(PyPy's JIT compiles the consume path meanwhile; default: 0)")
+                        help="consume this long before each measured sub run, from the same backlog and "
+                             "with /ping polled (PyPy's JIT compiles both paths meanwhile; default: 0)")
     parser.add_argument("--messages", type=_positive(int), default=500000,
                         help="backlog for sub and queued count for mem (default: 500000)")
     parser.add_argument("--connections", type=_int_list, default=[1, 2], metavar="LIST",
