@@ -8,16 +8,26 @@ is queued before it lets the buffer die young and skips the transport's own join
 asyncio's transports and Go's bufio.Writer do. What the socket does not take goes to the
 transport's queue as usual, so order, flow control (IPushProducer) and error handling stay
 Twisted's.
+
+What it reads of the transport is Twisted's internal state (as in Twisted 25.5 and 26.10). A
+transport without one of those attributes (a Twisted that renamed one) gets its own write() rather
+than an AttributeError at every write; a test that writes more than the socket takes checks that
+nothing overtakes what the transport still holds.
 """
 from __future__ import annotations
 
 from twisted.internet.tcp import Connection
 
 
+#: the transport's state that the eager path reads
+_STATE = ("offset", "dataBuffer", "_tempDataLen", "TLS", "connected", "disconnecting", "_writeDisconnected",
+          "writeSomeData")
+
+
 def eager_writer(transport):
     """A function writing bytes to `transport`: at once where it is a TCP connection with nothing
     queued, else through its write() (looked up at each call, as a caller of write() would)."""
-    if not isinstance(transport, Connection):
+    if not isinstance(transport, Connection) or not all(hasattr(transport, name) for name in _STATE):
         return lambda data: transport.write(data)
     queue_write = transport.write
 

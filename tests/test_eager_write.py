@@ -64,6 +64,17 @@ class EagerWriteTests(TestCase):
             size += len(data)
         self.assertEqual(b"".join(received), expected)
 
+    @defer.inlineCallbacks
+    def test_a_connection_without_the_state_it_reads_gets_its_own_write(self):
+        proto, client = yield self.connect()
+        transport = proto.transport
+        del transport._tempDataLen
+        self.addCleanup(setattr, transport, "_tempDataLen", 0)
+        written = []
+        transport.write = written.append
+        eager_writer(transport)(b"x")
+        self.assertEqual(written, [b"x"])
+
     def test_other_transports_get_their_own_write(self):
         transport = StringTransport()
         write = eager_writer(transport)
