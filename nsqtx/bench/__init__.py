@@ -34,9 +34,9 @@ a new connection each time, as a health checker would); the table shows its 99th
 latency, the server's CPU use (% of one CPU) and, in the notes, CPU taken meanwhile by unrelated
 processes, which makes the figures noisy. A ``/ping`` takes an idle PyPy server 1.1 ms of CPU while
 the path is new to its JIT, 0.18 ms once some thousands have been answered. Under a consume load,
-polling every 10 ms lowered a warm PyPy consume by a quarter or more when ``/ping`` was new to the
-server, and by about a sixth after a 6 s warm-up polled as well; ``--ping-interval 0`` measures
-without it. The server's own warnings and errors are printed after the table. ``--json``
+polling every 10 ms lowered a warm PyPy consume by 20-30% when ``/ping`` was new to the server,
+and by 5% and 18% in two rounds after a 6 s warm-up polled as well; ``--ping-interval 0``
+measures without it. The server's own warnings and errors are printed after the table. ``--json``
 gives every figure (also /ping p50 and max, RSS, fill rates) for machines.
 
 Examples::
