@@ -10,11 +10,16 @@ collector to track.
 
 FIN, REQ and TOUCH name a message by ID, and consumers mostly answer in the order they were sent
 to. So each client's deliveries are kept in that order (a deque of slots), and a FIN is first
-compared with the oldest one, in place, without cutting out an ID. Only a delivery that an answer
-passes over is moved to an index by ID (a dict), once; so is every delivery of a client that
-leaves. Indexing every delivery instead cost a key object surviving in PyPy's nursery and two dict
-operations per message, more than all the rest of in-flight bookkeeping, and the more so the more
-was in flight.
+compared with the oldest one, without cutting out an ID: on CPython with the ID in its record
+(startswith at an offset); on PyPy with two columns holding each delivery's ID as two machine
+integers, read from the record at delivery, when the pump is copying it out anyway. PyPy's
+startswith at an offset compares byte by byte, on a record the pump had long left: it took 6-8%
+of the server's time consuming, more with two consumers than with one. On CPython the columns
+made consuming slower (a tuple and two integer objects per delivery, against one C call per
+FIN). Only a delivery that an answer passes over is moved to an index by ID (a dict), once; so is
+every delivery of a client that leaves. Indexing every delivery instead cost a key object
+surviving in PyPy's nursery and two dict operations per message, more than all the rest of
+in-flight bookkeeping, and the more so the more was in flight.
 
 An ID found nowhere (a slow consumer's FIN for a message that timed out, or a bogus one) means
 comparing it with every delivery in every deque, to tell "not owned" from "not in flight". That
@@ -38,12 +43,13 @@ back) is indexed, so that it does not wait behind the later ones. On PyPy the de
 
 Columns and deques only grow while messages are in flight (slots are reused, not removed). Once
 nothing is in flight, a table grown past _KEEP_SLOTS slots is let go of at the next expiry scan,
-so that a burst does not keep its peak's memory (56 bytes per slot in pointers alone: a thousand
+so that a burst does not keep its peak's memory (72 bytes per slot in list cells alone: a thousand
 consumers at RDY 2500 make 2.5M slots).
 """
 from __future__ import annotations
 
 import platform
+import struct
 from collections import deque
 from heapq import heapify, heappop, heappush
 
@@ -53,21 +59,27 @@ from nsqtx.int_deque import IntDeque
 from nsqtx.message import BODY_OFFSET, ID_OFFSET, requeued
 
 _unpack_length = RECORD_LENGTH.unpack_from
+#: a message ID's 16 bytes as two integers; signed, because PyPy boxes an unsigned 64-bit one (and
+#: an ID's hex digits never set the top bit)
+_unpack_id = struct.Struct(">qq").unpack_from
 _GROWTH = 4
 _SLACK = 4096
 #: ID comparisons in place that each delivery pays for, for answers naming an ID found nowhere
 _SCAN_CREDIT = 4
 #: slots an empty table keeps rather than start over
 _KEEP_SLOTS = 4096
+_PYPY = platform.python_implementation() == "PyPy"
 #: a client's deliveries, as slots in the order they went out
-_Fifo = IntDeque if platform.python_implementation() == "PyPy" else deque
+_Fifo = IntDeque if _PYPY else deque
 
 
 class InFlight:
-    def __init__(self, fifo=_Fifo, scan_credit: int = _SCAN_CREDIT):
+    def __init__(self, fifo=_Fifo, scan_credit: int = _SCAN_CREDIT, id_columns: bool = _PYPY):
         #: the deque type holding each client's deliveries
         self._fifo = fifo
         self._scan_credit = scan_credit
+        #: whether FINs are compared with id_high and id_low rather than with the records
+        self._id_columns = id_columns
         #: comparisons in place left for IDs found nowhere
         self._credit = 0
         #: per slot: the batch holding the message (None once the slot is free), where the message
@@ -77,6 +89,9 @@ class InFlight:
         self.client = []
         self.deadline = []
         self.delivered_at = []
+        #: per slot, with id_columns: its message ID as two integers (see _unpack_id)
+        self.id_high = []
+        self.id_low = []
         self._free = []
         self._count = 0
         #: client -> its deliveries not yet answered, expired or indexed (slots), oldest first
@@ -104,6 +119,7 @@ class InFlight:
         free = self._free
         batches, starts, clients, deadlines, delivered = (self.records, self.start, self.client,
                                                           self.deadline, self.delivered_at)
+        id_columns, id_high, id_low = self._id_columns, self.id_high, self.id_low
         limit = pos + max_bytes
         count = 0
         while count < max_count and pos < limit:
@@ -123,6 +139,10 @@ class InFlight:
                 clients.append(client)
                 deadlines.append(deadline)
                 delivered.append(now)
+                id_high.append(0)
+                id_low.append(0)
+            if id_columns:
+                id_high[slot], id_low[slot] = _unpack_id(records, start + ID_OFFSET)
             if sent is None:
                 self._add_to_index(slot)
             else:
@@ -146,7 +166,12 @@ class InFlight:
         sent = self._sent.get(client)
         if sent:
             slot = sent[0]
-            if self.records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET):
+            if self._id_columns:
+                high, low = _unpack_id(msg_id)
+                oldest = self.id_low[slot] == low and self.id_high[slot] == high
+            else:
+                oldest = self.records[slot].startswith(msg_id, self.start[slot] + ID_OFFSET)
+            if oldest:
                 sent.popleft()
                 return slot
         slot = self._index.pop(msg_id, None)
@@ -261,4 +286,4 @@ class InFlight:
         return out
 
     def clear(self) -> None:
-        self.__init__(self._fifo, self._scan_credit)
+        self.__init__(self._fifo, self._scan_credit, self._id_columns)

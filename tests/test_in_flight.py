@@ -4,6 +4,7 @@ exactly when its own deadline has come."""
 from __future__ import annotations
 
 from collections import deque
+from itertools import product
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,8 @@ from tests.support import attempts, from_memory, in_memory, message_id
 CLIENTS = ("a", "b")
 #: what holds a client's deliveries: CPython's choice and PyPy's; both are tested on both
 FIFOS = st.sampled_from([deque, IntDeque])
+#: every (deque type, whether IDs are kept in columns) pair: CPython's choices, PyPy's and the mixes
+FLAVOURS = list(product((deque, IntDeque), (False, True)))
 
 operations = st.lists(st.one_of(
     st.tuples(st.just("deliver"), st.integers(1, 70), st.sampled_from(CLIENTS), st.integers(1, 30),
@@ -43,10 +46,10 @@ def deliver(table, ids, now, deadline):
 
 class InFlightTests(TestCase):
     @settings(max_examples=300, deadline=None)
-    @given(FIFOS, st.sampled_from([0, 1, 4, 1000]), operations)
-    def test_matches_a_model(self, fifo, scan_credit, ops):
+    @given(FIFOS, st.sampled_from([0, 1, 4, 1000]), st.booleans(), operations)
+    def test_matches_a_model(self, fifo, scan_credit, id_columns, ops):
         """scan_credit 0 indexes every deque at each ID found nowhere, 1000 never does"""
-        table = InFlight(fifo, scan_credit)
+        table = InFlight(fifo, scan_credit, id_columns)
         model = {}  # id -> (client, deadline, delivered_at, attempts), in delivery order
         now = 0.0
         serial = 0
@@ -116,11 +119,32 @@ class InFlightTests(TestCase):
         self.assertEqual(sorted(message_id(from_memory(data)) for data in table.take_all()), sorted(model))
         self.assertEqual(len(table), 0)
 
+    def test_an_answer_is_matched_on_all_16_bytes_of_its_id(self):
+        """IDs alike in either half are told apart (the columns hold each half in an integer)."""
+        for fifo, id_columns in FLAVOURS:
+            for ids in ([b"1234567800000000", b"8765432100000000"], [b"0000000012345678", b"0000000087654321"]):
+                table = InFlight(fifo, id_columns=id_columns)
+                deliver(table, ids, 0.0, 60.0)
+                table.finish(ids[1], "a")
+                self.assertEqual([message_id(from_memory(data)) for data in table.take_all()], [ids[0]])
+
+    def test_an_answer_for_a_finished_message_does_not_match_the_next_one_in_its_slot(self):
+        for fifo, id_columns in FLAVOURS:
+            table = InFlight(fifo, id_columns=id_columns)
+            first, second = b"%016d" % 1, b"%016d" % 2
+            deliver(table, [first], 0.0, 60.0)
+            table.finish(first, "a")
+            deliver(table, [second], 0.0, 60.0)
+            self.assertEqual(len(table.records), 1)
+            self.assertEqual(str(self.assertRaises(QueueError, table.finish, first, "a")), "ID not in flight")
+            table.finish(second, "a")
+            self.assertEqual(len(table), 0)
+
     def test_slots_of_expired_messages_are_reused(self):
         """A consumer that never answers gets its messages taken back at each timeout; the table
         reuses their slots rather than growing."""
-        for fifo in (deque, IntDeque):
-            table = InFlight(fifo)
+        for fifo, id_columns in FLAVOURS:
+            table = InFlight(fifo, id_columns=id_columns)
             now = 0.0
             for round_ in range(50):
                 deliver(table, [b"%016d" % (round_ * 10 + i) for i in range(10)], now, now + 5)
@@ -132,8 +156,8 @@ class InFlightTests(TestCase):
         """A client's messages delivered with an earlier deadline than those before them (the wall
         clock went back) expire at their own deadline, not behind the others; the slots of all of
         them are reused."""
-        for fifo in (deque, IntDeque):
-            table = InFlight(fifo)
+        for fifo, id_columns in FLAVOURS:
+            table = InFlight(fifo, id_columns=id_columns)
             serial = iter(range(1000))
 
             def deliver_new(count, timeout):
@@ -157,8 +181,8 @@ class InFlightTests(TestCase):
         def fails(msg_id, client):
             return str(self.assertRaises(QueueError, table.finish, msg_id, client))
 
-        for fifo in (deque, IntDeque):
-            table = InFlight(fifo, scan_credit=4)
+        for fifo, id_columns in FLAVOURS:
+            table = InFlight(fifo, 4, id_columns)
             ids = [b"%016d" % i for i in range(100)]
             deliver(table, ids, 0.0, 60.0)
             self.assertEqual(fails(ids[50], "b"), "client does not own message")
@@ -177,8 +201,8 @@ class InFlightTests(TestCase):
             self.assertEqual(len(table), 0)
 
     def test_an_empty_table_lets_go_of_what_a_burst_grew(self):
-        for fifo in (deque, IntDeque):
-            table = InFlight(fifo)
+        for fifo, id_columns in FLAVOURS:
+            table = InFlight(fifo, id_columns=id_columns)
             burst = [b"%016d" % i for i in range(_KEEP_SLOTS + 1)]
             deliver(table, burst, 0.0, 60.0)
             for msg_id in burst[:-1]:
