@@ -236,5 +236,5 @@ class Bench:
 
 
 def _finish(poller) -> dict:
-    """The poller's summary once stopped; none polled nothing."""
+    """The poller's summary once stopped (no poller: nothing polled)."""
     return poller.finish() if poller is not None else {"count": 0, "errors": 0}
