@@ -11,6 +11,7 @@ from zope.interface import implementer
 
 from nsqtx.eager_write import eager_writer
 from nsqtx.log import NSQLogger
+from nsqtx.read_into import WANTED as READ_INTO, read_into
 
 log = NSQLogger()
 
@@ -91,6 +92,8 @@ class ClientConnection(LineReceiver):
         self.connect_time = self._last_read = self.clock.seconds()
         self.transport.registerProducer(self, True)
         self._write = eager_writer(self.transport)
+        if READ_INTO:
+            read_into(self.transport)
         self._start_heartbeats()
         self.node.client_connected(self)
         log.info("TCP: new client({client})", client=self.remote_address)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import struct
 import tempfile
 
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address
 from twisted.logger import globalLogPublisher
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -88,6 +90,21 @@ def start_real_node(case, **overrides):
     node.startService()
     case.addCleanup(node.stopService)
     return node
+
+
+@defer.inlineCallbacks
+def accept_real_connection(case, protocol_class):
+    """(server-side protocol, client socket) over a real loopback TCP connection, both closed at
+    cleanup. `protocol_class`'s connectionMade fires its factory's `accepted` with itself."""
+    factory = protocol.Factory.forProtocol(protocol_class)
+    factory.accepted = defer.Deferred()
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    case.addCleanup(port.stopListening)
+    client = socket.create_connection(("127.0.0.1", port.getHost().port))
+    case.addCleanup(client.close)
+    proto = yield factory.accepted
+    case.addCleanup(proto.transport.abortConnection)
+    return proto, client
 
 
 def make_node(case, **overrides):

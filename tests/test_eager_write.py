@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from nsqtx.eager_write import eager_writer
 from nsqtx.message import new_batch
-from tests.support import start_real_node
+from tests.support import accept_real_connection, start_real_node
 
 
 class _Accepting(protocol.Protocol):
@@ -22,16 +22,9 @@ class _Accepting(protocol.Protocol):
 class EagerWriteTests(TestCase):
     @defer.inlineCallbacks
     def connect(self):
-        """(server-side protocol, client socket) over a real loopback TCP connection."""
-        factory = protocol.Factory.forProtocol(_Accepting)
-        factory.accepted = defer.Deferred()
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        client = socket.create_connection(("127.0.0.1", port.getHost().port))
-        self.addCleanup(client.close)
+        """(server-side protocol, non-blocking client socket) over a real loopback TCP connection."""
+        proto, client = yield accept_real_connection(self, _Accepting)
         client.setblocking(False)
-        proto = yield factory.accepted
-        self.addCleanup(proto.transport.abortConnection)
         return proto, client
 
     @defer.inlineCallbacks
