@@ -212,8 +212,9 @@ class Channel:
 
     # -- client commands (errors become E_FIN_FAILED etc. in the protocol)
 
-    def finish(self, client, msg_id: bytes) -> None:
-        self.in_flight.finish(msg_id, client)
+    def finish(self, client, data: bytes, offset: int = 0) -> None:
+        """The message whose ID is data[offset:offset + 16] is done."""
+        self.in_flight.finish(data, client, offset)
         client.in_flight_count -= 1
         client.finish_count += 1
 
