@@ -144,6 +144,25 @@ class InFlightTests(TestCase):
                 table.finish(b"FIN " + msg_id + b"\n", "a", 4)
             self.assertEqual((searches, len(table)), ([], 0))
 
+    def test_no_reference_to_a_client_is_kept_once_nothing_is_in_flight_to_it(self):
+        """Whether its deliveries were answered in place, found in the index (passed over, or the
+        client left) or expired from it."""
+        for fifo, id_columns in FLAVOURS:
+            table = InFlight(fifo, id_columns=id_columns)
+            owner = object()
+            ids = [b"%016d" % i for i in range(6)]
+            records = Batch.of(in_memory(7, 0, msg_id, b"body") for msg_id in ids).records
+            table.add_run(records, 0, len(ids), len(records), owner, 0.0, 60.0)
+            table.finish(ids[0], owner)
+            table.finish(ids[2], owner)  # passes over ids[1], which is indexed
+            table.touch(ids[3], owner, 0.0, 10.0, 100.0)
+            table.finish(ids[1], owner)
+            table.forget(owner)
+            table.finish(ids[4], owner)
+            self.assertEqual([client for client, _ in table.expire(61.0)], [owner, owner])
+            self.assertEqual(len(table), 0)
+            self.assertNotIn(owner, table.client)
+
     def test_an_answer_for_a_finished_message_does_not_match_the_next_one_in_its_slot(self):
         for fifo, id_columns in FLAVOURS:
             table = InFlight(fifo, id_columns=id_columns)
