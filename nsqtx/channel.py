@@ -192,17 +192,22 @@ class Channel:
                 count = min(client.ready_count - client.in_flight_count, share, left, len(memory))
                 deadline = now + client.msg_timeout
                 # runs of consecutive frames of one batch, each at most what fills the client's
-                # output buffer, so that a transport that pauses the client stops it in time
-                while count and client.can_receive:
-                    records, start, available = front()
-                    end, sent = add_run(records, start, min(count, available), client.buffer_room(), client, now,
-                                        deadline)
-                    advance(end, sent)
-                    client.send_messages(records, start, end, sent)
-                    count -= sent
-                    left -= sent
-                if not left:
-                    client.flush()
+                # output buffer (held: HOLD_LIMIT), so that a transport that pauses the client stops
+                # it in time
+                client.hold()
+                try:
+                    while count and client.can_receive:
+                        records, start, available = front()
+                        end, sent = add_run(records, start, min(count, available), client.buffer_room(), client,
+                                            now, deadline)
+                        advance(end, sent)
+                        client.send_messages(records, start, end, sent)
+                        count -= sent
+                        left -= sent
+                    if not left:
+                        client.flush()
+                finally:
+                    client.release()
                 if client.can_receive and client.ready_count > client.in_flight_count:
                     still_ready.append(client)
                 if not left or not memory:

@@ -7,7 +7,8 @@ memory, for a 16 KB buffer) and stays there until a major collection. Sending at
 is queued before it lets the buffer die young and skips the transport's own join of its queue, as
 asyncio's transports and Go's bufio.Writer do. What the socket does not take goes to the
 transport's queue as usual, so order, flow control (IPushProducer) and error handling stay
-Twisted's.
+Twisted's. Several buffers go out with one sendmsg, without joining them first: a consumer's pump
+share is a few runs of frames, each a slice of its batch (see ClientConnection.flush).
 
 What it reads of the transport is Twisted's internal state (as in Twisted 25.5 and 26.10). A
 transport without one of those attributes (a Twisted that renamed one) gets its own write() rather
@@ -16,33 +17,78 @@ nothing overtakes what the transport still holds.
 """
 from __future__ import annotations
 
+import os
+
 from twisted.internet.tcp import Connection
 
 
 #: the transport's state that the eager path reads
 _STATE = ("offset", "dataBuffer", "_tempDataLen", "TLS", "connected", "disconnecting", "_writeDisconnected",
-          "writeSomeData")
+          "writeSomeData", "socket")
+#: most buffers one sendmsg takes: 1024 on Linux, at least 16 by POSIX
+try:
+    _IOV_MAX = max(os.sysconf("SC_IOV_MAX"), 16)
+except (AttributeError, ValueError, OSError):
+    _IOV_MAX = 16
 
 
 def eager_writer(transport):
-    """A function writing bytes to `transport`: at once where it is a TCP connection with nothing
-    queued, else through its write() (looked up at each call, as a caller of write() would)."""
-    if not isinstance(transport, Connection) or not all(hasattr(transport, name) for name in _STATE):
-        return lambda data: transport.write(data)
+    """A function writing a list of byte strings to `transport`, in order: at once where it is a TCP
+    connection with nothing queued (several with one sendmsg), else joined, through its write()
+    (looked up at each call, as a caller of write() would)."""
+    if (not isinstance(transport, Connection) or not all(hasattr(transport, name) for name in _STATE)
+            or not hasattr(transport.socket, "sendmsg")):
+        return lambda parts: transport.write(_joined(parts))
     queue_write = transport.write
 
-    def write(data: bytes) -> None:
+    def write(parts: list) -> None:
         # dataBuffer[offset:] and _tempDataBuffer are what the transport has yet to send; once TLS
         # is started, its write() encrypts
         if (transport.offset == len(transport.dataBuffer) and not transport._tempDataLen and not transport.TLS
                 and transport.connected and not transport.disconnecting and not transport._writeDisconnected):
-            sent = transport.writeSomeData(data)
-            if not isinstance(sent, int):  # the connection is lost: leave it to the transport to find out
-                sent = 0
-            if sent == len(data):
-                return
-            if sent:
-                data = data[sent:]
-        queue_write(data)
+            if len(parts) == 1:
+                data = parts[0]
+                sent = transport.writeSomeData(data)
+                if not isinstance(sent, int):  # the connection is lost: leave it to the transport to find out
+                    sent = 0
+                if sent == len(data):
+                    return
+                if sent:
+                    parts = [data[sent:]]
+            else:
+                parts = _send_parts(transport.socket, parts)
+                if not parts:
+                    return
+        queue_write(_joined(parts))
 
     return write
+
+
+def _joined(parts: list) -> bytes:
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _send_parts(sock, parts: list) -> list:
+    """Send `parts` with as few sendmsg calls as IOV_MAX allows; returns what the socket did not take
+    (empty once everything went). An error is left for the transport to find out at its own write."""
+    done = 0
+    while done < len(parts):
+        group = parts[done:done + _IOV_MAX] if done or len(parts) > _IOV_MAX else parts
+        try:
+            sent = sock.sendmsg(group)
+        except OSError:
+            sent = 0
+        size = sum(map(len, group))
+        if sent == size:
+            done += len(group)
+            continue
+        rest = parts[done:]
+        i = 0
+        while sent >= len(rest[i]):
+            sent -= len(rest[i])
+            i += 1
+        rest = rest[i:]
+        if sent:
+            rest[0] = rest[0][sent:]
+        return rest
+    return []

@@ -259,6 +259,45 @@ class ChannelTests(TestCase):
         self.assertIs(conn.proto._wbuf, wbuf)
         self.assertEqual(wbuf, [])
 
+    def test_a_slice_from_a_backlog_goes_out_in_one_write(self):
+        """Its frames fill several 16 KB output buffers, flushed while the pump hands them over and
+        written together once it has (see ClientConnection.hold)."""
+        conn = Conn(self.node).magic()
+        conn.subscribe(rdy=2500)
+        conn.frames()
+        before = conn.transport.writes
+        self.publish(*[b"x" * 100] * (_PUMP_SLICE + 10))
+        self.assertEqual(conn.transport.writes - before, 1)
+        self.assertEqual(len(conn.messages()), _PUMP_SLICE)
+
+    def test_a_share_from_one_batch_is_sent_as_one_slice_of_it(self):
+        """Its runs may take up to HOLD_LIMIT bytes, not just a 16 KB output buffer's worth."""
+        conn = Conn(self.node).magic()
+        conn.subscribe(rdy=2500)
+        conn.frames()
+        written = []
+        write = conn.proto._write
+
+        def record(parts):
+            written.append(len(parts))
+            write(parts)
+
+        conn.proto._write = record
+        self.publish(*[b"x" * 100] * 500)
+        self.assertEqual((written, len(conn.messages())), ([1], 500))
+
+    def test_a_pump_that_fails_does_not_leave_the_consumer_holding_its_flushes(self):
+        conn = self.consumer(rdy=10)
+        channel = self.node.topics["t"].channels["c"]
+
+        def fail(*args):
+            raise RuntimeError("bookkeeping bug")
+
+        self.patch(channel.in_flight, "add_run", fail)
+        self.assertRaises(RuntimeError, self.publish, b"1")
+        conn.proto.send_response(b"OK")
+        self.assertEqual(conn.frames(), [(0, b"OK")])
+
     def test_round_robin_resumes_where_it_left_off(self):
         consumers = [self.consumer(rdy=100, port=5000 + i) for i in range(2)]
         for _ in range(3):

@@ -1,4 +1,5 @@
-"""Writes to a TCP transport go to the socket at once when nothing is queued, else queue in order."""
+"""Writes to a TCP transport go to the socket at once when nothing is queued (several buffers with one
+sendmsg), else queue in order."""
 from __future__ import annotations
 
 import select
@@ -9,6 +10,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
+from nsqtx import eager_write
 from nsqtx.eager_write import eager_writer
 from nsqtx.message import new_batch
 from tests.support import accept_real_connection, start_real_node
@@ -17,6 +19,39 @@ from tests.support import accept_real_connection, start_real_node
 class _Accepting(protocol.Protocol):
     def connectionMade(self):
         self.factory.accepted.callback(self)
+
+
+class _CountingSocket:
+    """A socket that counts sendmsg calls and can refuse them with `error`."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.sendmsg_calls = []
+        self.error = None
+
+    def sendmsg(self, buffers):
+        self.sendmsg_calls.append(len(buffers))
+        if self.error is not None:
+            raise self.error
+        return self._sock.sendmsg(buffers)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+@defer.inlineCallbacks
+def _receive(client, size):
+    """`size` bytes from a non-blocking socket, letting the reactor turn while none are there."""
+    received = []
+    while size > 0:
+        try:
+            data = client.recv(1 << 20)
+        except BlockingIOError:
+            yield task.deferLater(reactor, 0, lambda: None)
+            continue
+        received.append(data)
+        size -= len(data)
+    return b"".join(received)
 
 
 class EagerWriteTests(TestCase):
@@ -28,9 +63,17 @@ class EagerWriteTests(TestCase):
         return proto, client
 
     @defer.inlineCallbacks
+    def connect_counting(self):
+        """connect(), with the server side's socket counting sendmsg calls."""
+        proto, client = yield self.connect()
+        sock = _CountingSocket(proto.transport.socket)
+        self.patch(proto.transport, "socket", sock)
+        return proto, client, sock
+
+    @defer.inlineCallbacks
     def test_sends_without_waiting_for_the_reactor(self):
         proto, client = yield self.connect()
-        eager_writer(proto.transport)(b"hello")
+        eager_writer(proto.transport)([b"hello"])
         # no reactor turn in between: only a write that went straight to the socket can be read
         readable, _, _ = select.select([client], [], [], 5)
         self.assertEqual(client.recv(100) if readable else b"", b"hello")
@@ -42,20 +85,52 @@ class EagerWriteTests(TestCase):
         write = eager_writer(proto.transport)
         chunks = [bytes([i % 251]) * 1000003 for i in range(24)]
         for chunk in chunks:
-            write(chunk)
+            write([chunk])
         self.assertTrue(proto.transport._tempDataLen, "24 MB should not all fit in the socket buffers")
         expected = b"".join(chunks)
-        received = []
-        size = 0
-        while size < len(expected):
-            try:
-                data = client.recv(1 << 20)
-            except BlockingIOError:
-                yield task.deferLater(reactor, 0, lambda: None)
-                continue
-            received.append(data)
-            size += len(data)
-        self.assertEqual(b"".join(received), expected)
+        received = yield _receive(client, len(expected))
+        self.assertEqual(received, expected)
+
+    @defer.inlineCallbacks
+    def test_several_buffers_go_out_with_one_sendmsg(self):
+        proto, client, sock = yield self.connect_counting()
+        eager_writer(proto.transport)([b"hello", b" ", b"world"])
+        readable, _, _ = select.select([client], [], [], 5)
+        self.assertEqual(client.recv(100) if readable else b"", b"hello world")
+        self.assertEqual(sock.sendmsg_calls, [3])
+
+    @defer.inlineCallbacks
+    def test_more_buffers_than_one_sendmsg_takes_go_out_in_groups_and_in_order(self):
+        proto, client, sock = yield self.connect_counting()
+        self.patch(eager_write, "_IOV_MAX", 4)
+        parts = [b"%03d" % i for i in range(10)]
+        eager_writer(proto.transport)(parts)
+        self.assertEqual(sock.sendmsg_calls, [4, 4, 2])
+        received = yield _receive(client, 30)
+        self.assertEqual(received, b"".join(parts))
+
+    @defer.inlineCallbacks
+    def test_what_sendmsg_does_not_take_is_queued_from_where_it_stopped(self):
+        """Buffers of odd sizes, so that the socket fills up in the middle of one."""
+        proto, client = yield self.connect()
+        write = eager_writer(proto.transport)
+        groups = [[bytes([(3 * i + j) % 251]) * (333331 + 7 * j) for j in range(3)] for i in range(24)]
+        for group in groups:
+            write(group)
+        self.assertTrue(proto.transport._tempDataLen, "24 MB should not all fit in the socket buffers")
+        expected = b"".join(b"".join(group) for group in groups)
+        received = yield _receive(client, len(expected))
+        self.assertEqual(received, expected)
+
+    @defer.inlineCallbacks
+    def test_buffers_the_socket_refuses_are_queued_in_the_transport(self):
+        proto, client, sock = yield self.connect_counting()
+        sock.error = BlockingIOError()
+        eager_writer(proto.transport)([b"ab", b"cd"])
+        self.assertEqual(proto.transport._tempDataLen, 4)
+        sock.error = None
+        received = yield _receive(client, 4)
+        self.assertEqual(received, b"abcd")
 
     @defer.inlineCallbacks
     def test_a_connection_without_the_state_it_reads_gets_its_own_write(self):
@@ -65,16 +140,16 @@ class EagerWriteTests(TestCase):
         self.addCleanup(setattr, transport, "_tempDataLen", 0)
         written = []
         transport.write = written.append
-        eager_writer(transport)(b"x")
-        self.assertEqual(written, [b"x"])
+        eager_writer(transport)([b"x", b"y"])
+        self.assertEqual(written, [b"xy"])
 
     def test_other_transports_get_their_own_write(self):
         transport = StringTransport()
         write = eager_writer(transport)
-        write(b"x")
+        write([b"x"])
         transport.write = lambda data: transport.io.write(data.upper())
-        write(b"y")
-        self.assertEqual(transport.value(), b"xY")
+        write([b"y", b"z"])
+        self.assertEqual(transport.value(), b"xYZ")
 
 
 class SlowConsumerTests(TestCase):

@@ -6,6 +6,7 @@ import struct
 
 from twisted.trial.unittest import TestCase
 
+from nsqtx.client import HOLD_LIMIT
 from tests.support import ERROR, MESSAGE, RESPONSE, Conn, body, decode, make_node, message_id, mpub_body, queued
 
 
@@ -712,23 +713,45 @@ class HeartbeatAndBufferTests(Base):
         publisher.command(b"PUB t", b"x" * 40)
         self.assertEqual(len(conn.messages()), 2)
 
-    def test_a_backlog_goes_out_in_writes_of_the_buffer_size(self):
-        """Messages are sent as runs of their batch, but a write still waits only until the buffer
-        is full: 8 frames of 134 bytes pass 1000 bytes, 7 do not."""
+    def buffered_consumer(self):
+        """(a consumer with a 1000-byte output buffer and a 1 s timeout, how many writes it has had)"""
         conn = self.conn()
         conn.identify(output_buffer_size=1000, output_buffer_timeout=1000)
         conn.subscribe(rdy=100)
         conn.frames()
-        before = len(conn.transport.write_sizes)
+        return conn, len(conn.transport.write_sizes)
+
+    def test_a_share_that_fills_the_buffer_goes_out_whole_in_one_write(self):
+        """50 frames of 134 bytes pass a 1000-byte buffer; handed over in one pump share, they go out
+        together at its end, the last 2 with them rather than at the buffer's timeout."""
+        conn, before = self.buffered_consumer()
         self.conn(9000).command(b"MPUB t", mpub_body([b"%100d" % i for i in range(50)]))
-        self.assertEqual(conn.transport.write_sizes[before:], [8 * 134] * 6)
-        self.clock.advance(1)
-        self.assertEqual(conn.transport.write_sizes[before:], [8 * 134] * 6 + [2 * 134])
+        self.assertEqual(conn.transport.write_sizes[before:], [50 * 134])
         self.assertEqual([body for _, _, body in conn.messages()], [b"%100d" % i for i in range(50)])
 
-    def test_a_transport_that_fills_up_stops_delivery_at_the_next_write(self):
+    def test_a_share_that_fills_no_buffer_waits_for_the_timeout(self):
+        conn, before = self.buffered_consumer()
+        self.conn(9000).command(b"MPUB t", mpub_body([b"%100d" % i for i in range(7)]))
+        self.clock.advance(0.999)
+        self.assertEqual(conn.transport.write_sizes[before:], [])
+        self.clock.advance(0.001)
+        self.assertEqual(conn.transport.write_sizes[before:], [7 * 134])
+
+    def test_a_share_writes_each_time_it_passes_the_hold_limit(self):
         conn = self.conn()
-        conn.identify(output_buffer_size=1000)
+        conn.subscribe(rdy=100)
+        conn.frames()
+        before = len(conn.transport.write_sizes)
+        frame_size = 34 + 10000  # size, type, timestamp, attempts, ID, body
+        self.conn(9000).command(b"MPUB t", mpub_body([b"%10000d" % i for i in range(50)]))
+        self.assertEqual([body for _, _, body in conn.messages()], [b"%10000d" % i for i in range(50)])
+        per_write = -(-HOLD_LIMIT // frame_size)
+        self.assertEqual(conn.transport.write_sizes[before:],
+                         [per_write * frame_size] * (50 // per_write) + [50 % per_write * frame_size])
+
+    def test_a_transport_that_fills_up_stops_delivery_at_the_next_write(self):
+        """The next write comes once the flushed frames pass HOLD_LIMIT (at the latest)."""
+        conn = self.conn()
         conn.subscribe(rdy=100)
         conn.frames()
         write = conn.transport.write
@@ -738,13 +761,14 @@ class HeartbeatAndBufferTests(Base):
             conn.proto.pauseProducing()
 
         conn.transport.write = write_and_fill
-        self.conn(9000).command(b"MPUB t", mpub_body([b"%100d" % i for i in range(50)]))
+        self.conn(9000).command(b"MPUB t", mpub_body([b"%10000d" % i for i in range(50)]))
         channel = self.node.topics["t"].channels["c"]
-        self.assertEqual((len(conn.messages()), channel.depth()), (8, 42))
+        per_write = -(-HOLD_LIMIT // (34 + 10000))
+        self.assertEqual((len(conn.messages()), channel.depth()), (per_write, 50 - per_write))
         conn.transport.write = write
         conn.proto.resumeProducing()
         self.clock.advance(1)
-        self.assertEqual((len(conn.messages()), channel.depth()), (42, 0))
+        self.assertEqual((len(conn.messages()), channel.depth()), (50 - per_write, 0))
 
     def test_backpressure_pauses_delivery_and_reading(self):
         conn = self.conn()
