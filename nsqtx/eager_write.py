@@ -8,7 +8,7 @@ is queued before it lets the buffer die young and skips the transport's own join
 asyncio's transports and Go's bufio.Writer do. What the socket does not take goes to the
 transport's queue as usual, so order, flow control (IPushProducer) and error handling stay
 Twisted's. Several buffers go out with one sendmsg, without joining them first: a consumer's pump
-share is a few runs of frames, each a slice of its batch (see ClientConnection.flush).
+share is a few runs of frames, each a slice of its batch (see ClientConnection.hold).
 
 What it reads of the transport is Twisted's internal state (as in Twisted 25.5 and 26.10). A
 transport without one of those attributes (a Twisted that renamed one) gets its own write() rather
