@@ -33,9 +33,9 @@ except (AttributeError, ValueError, OSError):
 
 
 def eager_writer(transport):
-    """A function writing a list of byte strings to `transport`, in order: at once where it is a TCP
-    connection with nothing queued (several with one sendmsg), else joined, through its write()
-    (looked up at each call, as a caller of write() would)."""
+    """A function writing a list of buffers (bytes, memoryviews) to `transport`, in order: at once
+    where it is a TCP connection with nothing queued (several with one sendmsg), else joined,
+    through its write() (looked up at each call, as a caller of write() would)."""
     if (not isinstance(transport, Connection) or not all(hasattr(transport, name) for name in _STATE)
             or not hasattr(transport.socket, "sendmsg")):
         return lambda parts: transport.write(_joined(parts))
@@ -65,7 +65,8 @@ def eager_writer(transport):
 
 
 def _joined(parts: list) -> bytes:
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    """What the transport's write() takes: bytes, whatever buffers `parts` holds."""
+    return parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
 
 
 def _send_parts(sock, parts: list) -> list:

@@ -286,6 +286,18 @@ class ChannelTests(TestCase):
         self.publish(*[b"x" * 100] * 500)
         self.assertEqual((written, len(conn.messages())), ([1], 500))
 
+    def test_frames_wait_in_the_output_buffer_as_a_view_of_their_batch_not_a_copy(self):
+        conn = Conn(self.node).magic()
+        conn.subscribe(rdy=10)
+        conn.frames()
+        self.publish(b"1", b"2", b"3")
+        channel = self.node.topics["t"].channels["c"]
+        [run] = conn.proto._wbuf
+        self.assertIsInstance(run, memoryview)
+        self.assertIs(run.obj, channel.in_flight.records[0])
+        self.clock.advance(conn.proto.output_buffer_timeout)
+        self.assertEqual([m[2] for m in conn.messages()], [b"1", b"2", b"3"])
+
     def test_a_pump_that_fails_does_not_leave_the_consumer_holding_its_flushes(self):
         conn = self.consumer(rdy=10)
         channel = self.node.topics["t"].channels["c"]

@@ -123,6 +123,20 @@ class EagerWriteTests(TestCase):
         self.assertEqual(received, expected)
 
     @defer.inlineCallbacks
+    def test_views_the_socket_does_not_take_are_queued_as_bytes(self):
+        """The transport's write() takes bytes only: what is left of a view, alone or among others, is
+        copied for it."""
+        proto, client = yield self.connect()
+        write = eager_writer(proto.transport)
+        data = bytes(range(251)) * 80000
+        for group in ([memoryview(data)[1:]], [memoryview(data)[2:], memoryview(data)[:3]]):
+            write(group)
+            self.assertTrue(proto.transport._tempDataLen, "20 MB should not all fit in the socket buffers")
+            expected = b"".join(group)
+            received = yield _receive(client, len(expected))
+            self.assertEqual(received, expected)
+
+    @defer.inlineCallbacks
     def test_buffers_the_socket_refuses_are_queued_in_the_transport(self):
         proto, client, sock = yield self.connect_counting()
         sock.error = BlockingIOError()
@@ -149,7 +163,8 @@ class EagerWriteTests(TestCase):
         write([b"x"])
         transport.write = lambda data: transport.io.write(data.upper())
         write([b"y", b"z"])
-        self.assertEqual(transport.value(), b"xYZ")
+        write([memoryview(b"vw")])
+        self.assertEqual(transport.value(), b"xYZVW")
 
 
 class SlowConsumerTests(TestCase):
