@@ -71,6 +71,18 @@ class EagerWriteTests(TestCase):
         return proto, client, sock
 
     @defer.inlineCallbacks
+    def assert_queued_and_received_in_order(self, proto, client, groups):
+        """Writing `groups` (lists of buffers) overflows the socket into the transport's queue, and
+        the client gets every byte, in order."""
+        write = eager_writer(proto.transport)
+        for group in groups:
+            write(group)
+        self.assertTrue(proto.transport._tempDataLen, "more than the socket buffers hold")
+        expected = b"".join(b"".join(group) for group in groups)
+        received = yield _receive(client, len(expected))
+        self.assertEqual(received, expected)
+
+    @defer.inlineCallbacks
     def test_sends_without_waiting_for_the_reactor(self):
         proto, client = yield self.connect()
         eager_writer(proto.transport)([b"hello"])
@@ -82,14 +94,8 @@ class EagerWriteTests(TestCase):
     @defer.inlineCallbacks
     def test_what_the_socket_does_not_take_is_queued_and_everything_arrives_in_order(self):
         proto, client = yield self.connect()
-        write = eager_writer(proto.transport)
-        chunks = [bytes([i % 251]) * 1000003 for i in range(24)]
-        for chunk in chunks:
-            write([chunk])
-        self.assertTrue(proto.transport._tempDataLen, "24 MB should not all fit in the socket buffers")
-        expected = b"".join(chunks)
-        received = yield _receive(client, len(expected))
-        self.assertEqual(received, expected)
+        yield self.assert_queued_and_received_in_order(proto, client,
+                                                       [[bytes([i % 251]) * 1000003] for i in range(24)])
 
     @defer.inlineCallbacks
     def test_several_buffers_go_out_with_one_sendmsg(self):
@@ -113,28 +119,17 @@ class EagerWriteTests(TestCase):
     def test_what_sendmsg_does_not_take_is_queued_from_where_it_stopped(self):
         """Buffers of odd sizes, so that the socket fills up in the middle of one."""
         proto, client = yield self.connect()
-        write = eager_writer(proto.transport)
         groups = [[bytes([(3 * i + j) % 251]) * (333331 + 7 * j) for j in range(3)] for i in range(24)]
-        for group in groups:
-            write(group)
-        self.assertTrue(proto.transport._tempDataLen, "24 MB should not all fit in the socket buffers")
-        expected = b"".join(b"".join(group) for group in groups)
-        received = yield _receive(client, len(expected))
-        self.assertEqual(received, expected)
+        yield self.assert_queued_and_received_in_order(proto, client, groups)
 
     @defer.inlineCallbacks
     def test_views_the_socket_does_not_take_are_queued_as_bytes(self):
         """The transport's write() takes bytes only: what is left of a view, alone or among others, is
         copied for it."""
         proto, client = yield self.connect()
-        write = eager_writer(proto.transport)
         data = bytes(range(251)) * 80000
         for group in ([memoryview(data)[1:]], [memoryview(data)[2:], memoryview(data)[:3]]):
-            write(group)
-            self.assertTrue(proto.transport._tempDataLen, "20 MB should not all fit in the socket buffers")
-            expected = b"".join(group)
-            received = yield _receive(client, len(expected))
-            self.assertEqual(received, expected)
+            yield self.assert_queued_and_received_in_order(proto, client, [group])
 
     @defer.inlineCallbacks
     def test_buffers_the_socket_refuses_are_queued_in_the_transport(self):
