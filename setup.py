@@ -42,6 +42,7 @@ setup(
         "test": [
             "pytest",
             "pytest-twisted",
+            "pytest-timeout",
             "treq",
             "pynsq",
             "hypothesis",

@@ -196,11 +196,15 @@ class SlowConsumerTests(TestCase):
             except BlockingIOError:
                 yield task.deferLater(reactor, 0, lambda: None)
                 continue
-            while len(received) >= 4:
-                size = struct.unpack(">l", received[:4])[0]
+            while len(received) >= 8:
+                # Checked before use, so that bytes out of step fail here instead of looping forever.
+                size, kind = struct.unpack_from(">lL", received)
+                self.assertIn((size, kind), {(6, 0), (4 + 26 + 16384, 2)}, "the OK to SUB, or a message")
                 if len(received) < 4 + size:
                     break
-                if struct.unpack(">l", received[4:8])[0] == 2:
+                if kind == 2:
+                    self.assertTrue(received[34:4 + size] == bytes([messages % 251]) * 16384,
+                                    "message %d arrives whole and in order" % messages)
                     messages += 1
                 del received[:4 + size]
         self.assertEqual(consumer.in_flight_count, 2500)
