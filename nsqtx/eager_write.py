@@ -10,16 +10,15 @@ transport's queue as usual, so order, flow control (IPushProducer) and error han
 Twisted's. Several buffers go out with one sendmsg, without joining them first: a consumer's pump
 share is a few runs of frames, each a slice of its batch (see ClientConnection.hold).
 
-What it reads of the transport is Twisted's internal state (as in Twisted 25.5 and 26.10). A
-transport without one of those attributes (a Twisted that renamed one) gets its own write() rather
-than an AttributeError at every write; a test that writes more than the socket takes checks that
-nothing overtakes what the transport still holds.
+What it reads of the transport is Twisted's internal state (see :mod:`nsqtx.tcp_internals`): a
+transport without it gets its own write(). A test that writes more than the socket takes checks
+that nothing overtakes what the transport still holds.
 """
 from __future__ import annotations
 
 import os
 
-from twisted.internet.tcp import Connection
+from nsqtx.tcp_internals import has_internals
 
 
 #: the transport's state that the eager path reads
@@ -36,8 +35,7 @@ def eager_writer(transport):
     """A function writing a list of buffers (bytes, memoryviews) to `transport`, in order: at once
     where it is a TCP connection with nothing queued (several with one sendmsg), else joined,
     through its write() (looked up at each call, as a caller of write() would)."""
-    if (not isinstance(transport, Connection) or not all(hasattr(transport, name) for name in _STATE)
-            or not hasattr(transport.socket, "sendmsg")):
+    if not has_internals(transport, _STATE) or not hasattr(transport.socket, "sendmsg"):
         return lambda parts: transport.write(_joined(parts))
     queue_write = transport.write
 

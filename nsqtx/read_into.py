@@ -12,8 +12,8 @@ On CPython recv(65536) is a malloc shrunk in place once the read is done, and co
 the same either way (paired windows: 1.009 and 0.998 of the rate without), so only PyPy reads
 into the buffer (WANTED).
 
-What it reads of the transport is Twisted's internal state (as in Twisted 25.5 and 26.10), as
-:mod:`nsqtx.eager_write` does: a transport without it keeps its own doRead.
+It replaces the transport's doRead, using Twisted's internal state (see
+:mod:`nsqtx.tcp_internals`): a transport without that state keeps its own doRead.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import platform
 from twisted.internet import main
 from twisted.internet.tcp import Connection
 
+from nsqtx.tcp_internals import has_internals
+
 WANTED = platform.python_implementation() == "PyPy"
 _BUFFER = bytearray(Connection.bufferSize)
 _VIEW = memoryview(_BUFFER)
@@ -29,8 +31,7 @@ _VIEW = memoryview(_BUFFER)
 
 def read_into(transport) -> None:
     """Make `transport` read into the shared buffer, if it is a TCP connection."""
-    if not isinstance(transport, Connection) or not all(hasattr(transport, name)
-                                                        for name in ("socket", "_dataReceived")):
+    if not has_internals(transport, ("socket", "_dataReceived")):
         return
     recv_into = transport.socket.recv_into
     received = transport._dataReceived
