@@ -15,7 +15,8 @@ import threading
 
 from twisted.trial import unittest
 
-from nsqtx.bench.cli import DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args
+from nsqtx.bench.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args, rerun_stale,
+                             run_rounds)
 from nsqtx.bench.meters import _percentile
 from nsqtx.bench.report import format_table, median_rows
 from nsqtx.bench.scenarios import Bench, next_backlog
@@ -175,6 +176,54 @@ class NextBacklogTests(unittest.TestCase):
         self.assertEqual(next_backlog(1000000, 1000000, 0, 0.1, 4.0, 8000000), 8000000)
 
 
+class _FakeBench:
+    """Stands for a Bench: makes rows at once and notes what it was asked for."""
+
+    def __init__(self, python: str, asked: list):
+        self.python = python
+        self.asked = asked
+        self.sub_backlog = 100
+
+    def run(self, scenario: str, reverse: bool = False):
+        self.asked.append((self.python, scenario, reverse))
+        return [_row(self.python, scenario, conns, rate=1.0, backlog=self.sub_backlog)
+                for conns in ((2, 1) if reverse else (1, 2))]
+
+    def sub_until_busy(self, conns: int) -> dict:
+        self.asked.append((self.python, "again", conns))
+        return _row(self.python, "sub", conns, rate=2.0, backlog=self.sub_backlog)
+
+
+class RoundsTests(unittest.TestCase):
+    def setUp(self):
+        self.asked = []
+        self.args = parse_args(["--python", "/py/a", "--python", "/py/b", "--scenarios", "pub,sub", "--repeat", "3"])
+        self.benches = [_FakeBench(python, self.asked) for python in self.args.python]
+        self.runs = []
+        with contextlib.redirect_stderr(io.StringIO()):
+            run_rounds(self.benches, self.args, self.runs)
+
+    def test_every_other_round_runs_backwards_and_each_run_knows_its_round(self):
+        forwards = [("/py/a", "pub", False), ("/py/a", "sub", False), ("/py/b", "pub", False), ("/py/b", "sub", False)]
+        backwards = [("/py/b", "pub", True), ("/py/b", "sub", True), ("/py/a", "pub", True), ("/py/a", "sub", True)]
+        self.assertEqual(self.asked, forwards + backwards + forwards)
+        self.assertEqual([r["round"] for r in self.runs], [0] * 8 + [1] * 8 + [2] * 8)
+
+    def test_sub_runs_with_a_backlog_raised_since_run_again_in_their_round(self):
+        self.benches[1].sub_backlog = 200
+        failed = self.runs[6]
+        self.assertEqual((failed["python"], failed["mode"], failed["connections"]), ("/py/b", "sub", 1))
+        failed["error"] = "died"
+        del self.asked[:]
+        with contextlib.redirect_stderr(io.StringIO()):
+            rerun_stale(self.benches, self.args, self.runs)
+        again = [(r["python"], r["mode"], r["connections"], r["round"]) for r in self.runs if r["rate"] == 2.0]
+        self.assertEqual(again, [("/py/b", "sub", 2, 0), ("/py/b", "sub", 2, 1), ("/py/b", "sub", 1, 1),
+                                 ("/py/b", "sub", 1, 2), ("/py/b", "sub", 2, 2)])
+        self.assertEqual(len(self.asked), 5)
+        self.assertIs(self.runs[6], failed)
+
+
 class MedianRowsTests(unittest.TestCase):
     def test_median_run_of_an_odd_count(self):
         """The row is that run's, /ping and CPU included, and its first note lists every run's figure."""
@@ -231,6 +280,27 @@ class MedianRowsTests(unittest.TestCase):
         self.assertEqual([r["notes"][0] for r in rows],
                          ["median of 1 runs (4 B/msg)", "median of 2 runs (3, 6 msgs/s)",
                           "median of 1 runs (2 msgs/s)", "median of 2 runs (1, 5 msgs/s)"])
+
+    def test_a_later_count_is_compared_with_the_first_round_by_round(self):
+        """Each ratio is to the first count's run of the same round, in round order, whatever order the
+        runs came in; a round the first count failed in has no ratio."""
+        args = parse_args(["--python", "/py/a", "--scenarios", "sub", "--connections", "1,2"])
+        runs = [_row("/py/a", "sub", 1, round=0, rate=100.0), _row("/py/a", "sub", 2, round=0, rate=110.0),
+                _row("/py/a", "sub", 2, round=1, rate=90.0), _row("/py/a", "sub", 1, round=1, rate=120.0),
+                _row("/py/a", "sub", 1, round=2, error="died"), _row("/py/a", "sub", 2, round=2, rate=500.0),
+                _row("/py/a", "sub", 1, round=3, rate=50.0), _row("/py/a", "sub", 2, round=3, rate=60.0),
+                _row("/py/a", "sub", 1, round=4, rate=70.0), _row("/py/a", "sub", 2, round=4, rate=70.0)]
+        one, two = median_rows(runs[3:] + runs[:3], args)
+        self.assertEqual(two["notes"][1:],
+                         ["against 1 connection in the same round: 1.10x, 0.75x, 1.20x, 1.00x (ahead in 2 of 4)"])
+        self.assertEqual(one["notes"][1:], ["1 of 5 runs failed: died"])
+
+    def test_a_count_with_no_round_of_the_first_to_compare_with_has_no_ratios(self):
+        args = parse_args(["--python", "/py/a", "--connections", "2,4"])
+        runs = [_row("/py/a", "pub", 4, round=0, rate=3.0), _row("/py/a", "pub", 2, round=0, error="refused"),
+                _row("/py/a", "pub", 4, round=1, rate=5.0)]
+        rows = median_rows(runs, args)
+        self.assertEqual([r["notes"] for r in rows], [[], ["median of 2 runs (3, 5 msgs/s)"]])
 
     def test_a_mem_row_whatever_the_connection_counts(self):
         """mem always runs on one connection, which --connections need not list."""

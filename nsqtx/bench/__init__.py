@@ -51,6 +51,9 @@ Examples::
 The machine this runs on is usually shared, and single runs vary by tens of percent: ``--repeat N``
 runs everything N times, alternating the order of runtimes and connection counts, and reports for
 each figure the run with the median (its notes list every run's figure; ``--json`` has every run).
+The notes of each connection count after the first in ``--connections`` also compare it with the
+first count round by round (the ratio of their rates in each round, and in how many it was ahead):
+two counts' medians can come out either way in a noisy hour, a count ahead in most rounds hardly.
 
 ``--python`` picks the server's interpreter (repeat it to compare runtimes); the server imports
 nsqtx from this source tree (``PYTHONPATH`` is set to the repository root) and inherits the

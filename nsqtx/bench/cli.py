@@ -92,6 +92,36 @@ def parse_args(argv):
     return args
 
 
+def run_rounds(benches, args, runs: list) -> None:
+    """Run every bench's scenarios --repeat times, adding each run to `runs` as it ends (with its
+    round, by which report.median_rows pairs connection counts). Every other round runs backwards,
+    so that no runtime or count is always first."""
+    for round_number in range(args.repeat):
+        backwards = round_number % 2 == 1
+        for bench in benches[::-1] if backwards else benches:
+            for scenario in args.scenarios:
+                for row in bench.run(scenario, reverse=backwards):
+                    row["round"] = round_number
+                    runs.append(row)
+                    report(row)
+
+
+def rerun_stale(benches, args, runs: list) -> None:
+    """A later round may have raised a runtime's sub backlog: sub runs with a smaller one run again
+    (in their round), so that every count's median comes from the same backlog; until none is
+    left, as a run again may raise it once more, up to its limit."""
+    stale = True
+    while stale:
+        stale = False
+        for i, row in enumerate(runs):
+            bench = benches[args.python.index(row["python"])]
+            if row["mode"] == "sub" and not row["error"] and row["backlog"] < bench.sub_backlog:
+                runs[i] = bench.sub_until_busy(row["connections"])
+                runs[i]["round"] = row["round"]
+                report(runs[i])
+                stale = True
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, interrupt)
@@ -100,26 +130,8 @@ def main(argv=None) -> int:
     try:
         nsqload = build_nsqload(os.path.abspath(args.nsqload_src))
         benches = [Bench(args, nsqload, python, describe_runtime(python)) for python in args.python]
-        for round_number in range(args.repeat):
-            # every other round runs backwards, so that no runtime or count is always first
-            backwards = round_number % 2 == 1
-            for bench in benches[::-1] if backwards else benches:
-                for scenario in args.scenarios:
-                    for row in bench.run(scenario, reverse=backwards):
-                        runs.append(row)
-                        report(row)
-        # a later round may have raised a runtime's sub backlog: earlier sub runs with a smaller one
-        # run again, so that every count's median comes from the same backlog
-        # (until none is left: a run again may raise it once more, up to its limit)
-        stale = True
-        while stale:
-            stale = False
-            for i, row in enumerate(runs):
-                bench = benches[args.python.index(row["python"])]
-                if row["mode"] == "sub" and not row["error"] and row["backlog"] < bench.sub_backlog:
-                    runs[i] = bench.sub_until_busy(row["connections"])
-                    report(runs[i])
-                    stale = True
+        run_rounds(benches, args, runs)
+        rerun_stale(benches, args, runs)
     except BenchError as e:
         print("nsqtx.bench: %s" % e, file=sys.stderr)
         return 2

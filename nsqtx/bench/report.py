@@ -76,8 +76,28 @@ def median_rows(runs, args) -> list:
                         ] + row["notes"]
         if failed:
             row["notes"].append("%d of %d runs failed: %s" % (len(failed), len(group), failed[0]["error"]))
+        base = args.connections[0]
+        if row["mode"] != "mem" and key[2] != base:
+            against = _against(ok, groups.get((key[0], key[1], base), []), base)
+            if against:
+                row["notes"].append(against)
         out.append(row)
     return out
+
+
+def _against(runs, base_runs, base: int) -> str:
+    """How `runs` compare with the runs of `base` connections in the same round, if any ran ("" if
+    none): on a shared machine one count's median can come out ahead of another's by chance, a
+    count ahead of the other in most rounds hardly."""
+    base_rates = {r["round"]: r["rate"] for r in base_runs if not r["error"] and r["rate"]}
+    ratios = [r["rate"] / base_rates[r["round"]]
+              for r in sorted((r for r in runs if r["round"] is not None and r["round"] in base_rates),
+                              key=lambda r: r["round"])]
+    if not ratios:
+        return ""
+    return "against %d connection%s in the same round: %s (ahead in %d of %d)" % (
+        base, "" if base == 1 else "s", ", ".join("%.2fx" % x for x in ratios), sum(x > 1 for x in ratios),
+        len(ratios))
 
 
 def format_table(rows) -> str:

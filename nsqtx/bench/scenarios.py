@@ -44,7 +44,7 @@ class Bench:
     def row(self, mode: str, conns: int, backlog=None) -> dict:
         return {"runtime": self.runtime, "python": self.python, "mode": mode, "connections": conns,
                 "mem_queue_size": self.mem_queue_size(backlog or self.args.messages), "backlog": backlog,
-                "rate": None, "msgs": None, "secs": None,
+                "round": None, "rate": None, "msgs": None, "secs": None,
                 "bytes_per_msg": None, "ping": None, "server_cpu_pct": None, "notes": [], "error": None,
                 "server_log": []}
 
