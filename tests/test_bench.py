@@ -18,16 +18,28 @@ from twisted.trial import unittest
 from nsqtx.bench.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args, rerun_stale,
                              run_rounds)
 from nsqtx.bench.meters import _percentile
-from nsqtx.bench.report import format_table, median_rows
+from nsqtx.bench.errors import BenchError
+from nsqtx.bench.report import describe_nsqd, format_table, median_rows
 from nsqtx.bench.scenarios import Bench, next_backlog
+from nsqtx.bench.server import Server, nsqtx_command
 
 
 def _row(python="/py/a", mode="pub", connections=1, **fields) -> dict:
     """A result row as the bench makes it (Bench.row), with the given fields filled in."""
     args = parse_args(["--python", python])
-    row = Bench(args, "nsqload", python, "CPython " + python).row(mode, connections)
+    row = Bench(args, "nsqload", python, "CPython " + python, [python]).row(mode, connections)
     row.update(fields)
     return row
+
+
+def _script(test: unittest.TestCase, body: str, interpreter: str = "/bin/sh") -> str:
+    """A script running `body`, removed after `test`: a stand-in for nsqload or nsqd."""
+    fd, path = tempfile.mkstemp(suffix=".script")
+    with os.fdopen(fd, "w") as f:
+        f.write("#!" + interpreter + "\n" + body + "\n")
+    os.chmod(path, 0o755)
+    test.addCleanup(os.remove, path)
+    return path
 
 
 def _cells(line: str):
@@ -59,6 +71,14 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual(args.sub_warmup, 0.0)
         self.assertEqual(args.ping_interval, 0.01)
         self.assertFalse(args.json)
+        self.assertEqual(args.nsqd, [])
+        self.assertEqual(args.servers, [sys.executable])
+
+    def test_go_nsqd_after_the_default_runtime_or_the_ones_named(self):
+        args = parse_args(["--nsqd", "/go/nsqd", "--nsqd", "/go/nsqd2"])
+        self.assertEqual(args.servers, [sys.executable, "/go/nsqd", "/go/nsqd2"])
+        args = parse_args(["--nsqd", "/go/nsqd", "--python", "/py/a"])
+        self.assertEqual(args.servers, ["/py/a", "/go/nsqd"])
 
     def test_nsqload_source_beside_the_repository(self):
         self.assertTrue(DEFAULT_NSQLOAD_SRC.endswith("/shared/bench/nsqload.c"), DEFAULT_NSQLOAD_SRC)
@@ -137,16 +157,12 @@ class WarmUpTests(unittest.TestCase):
         self.addCleanup(thread.join)
         self.addCleanup(self.http.server_close)
         self.addCleanup(self.http.shutdown)
-        fd, self.nsqload = tempfile.mkstemp(suffix=".sh")
-        self.addCleanup(os.unlink, self.nsqload)
-        with os.fdopen(fd, "w") as f:
-            f.write("#!/bin/sh\nsleep 0.3\necho 'sub msgs=42 secs=0.30 rate=140.0'\n")
-        os.chmod(self.nsqload, 0o755)
+        self.nsqload = _script(self, "sleep 0.3\necho 'sub msgs=42 secs=0.30 rate=140.0'")
         self.server = argparse.Namespace(http_port=self.http.server_address[1], exit_note=lambda: "")
 
     def _warm_up(self, ping_interval: str):
         args = parse_args(["--ping-interval", ping_interval])
-        bench = Bench(args, self.nsqload, sys.executable, "CPython")
+        bench = Bench(args, self.nsqload, sys.executable, "CPython", nsqtx_command(sys.executable))
         return bench.warm_up(self.server, ["sub"], 0.3)
 
     def test_polls_ping_while_the_load_runs(self):
@@ -212,12 +228,12 @@ class RoundsTests(unittest.TestCase):
     def test_sub_runs_with_a_backlog_raised_since_run_again_in_their_round(self):
         self.benches[1].sub_backlog = 200
         failed = self.runs[6]
-        self.assertEqual((failed["python"], failed["mode"], failed["connections"]), ("/py/b", "sub", 1))
+        self.assertEqual((failed["server"], failed["mode"], failed["connections"]), ("/py/b", "sub", 1))
         failed["error"] = "died"
         del self.asked[:]
         with contextlib.redirect_stderr(io.StringIO()):
             rerun_stale(self.benches, self.args, self.runs)
-        again = [(r["python"], r["mode"], r["connections"], r["round"]) for r in self.runs if r["rate"] == 2.0]
+        again = [(r["server"], r["mode"], r["connections"], r["round"]) for r in self.runs if r["rate"] == 2.0]
         self.assertEqual(again, [("/py/b", "sub", 2, 0), ("/py/b", "sub", 2, 1), ("/py/b", "sub", 1, 1),
                                  ("/py/b", "sub", 1, 2), ("/py/b", "sub", 2, 2)])
         self.assertEqual(len(self.asked), 5)
@@ -275,7 +291,7 @@ class MedianRowsTests(unittest.TestCase):
                 _row("/py/a", "pub", 2, rate=3.0), _row("/py/a", "mem", 1, bytes_per_msg=4.0),
                 _row("/py/b", "pub", 1, rate=5.0), _row("/py/a", "pub", 2, rate=6.0)]
         rows = median_rows(runs, args)
-        self.assertEqual([(r["python"], r["mode"], r["connections"]) for r in rows],
+        self.assertEqual([(r["server"], r["mode"], r["connections"]) for r in rows],
                          [("/py/a", "mem", 1), ("/py/a", "pub", 2), ("/py/a", "pub", 1), ("/py/b", "pub", 1)])
         self.assertEqual([r["notes"][0] for r in rows],
                          ["median of 1 runs (4 B/msg)", "median of 2 runs (3, 6 msgs/s)",
@@ -301,6 +317,16 @@ class MedianRowsTests(unittest.TestCase):
                 _row("/py/a", "pub", 4, round=1, rate=5.0)]
         rows = median_rows(runs, args)
         self.assertEqual([r["notes"] for r in rows], [[], ["median of 2 runs (3, 5 msgs/s)"]])
+
+    def test_go_nsqd_rows_come_after_the_pythons_and_keep_to_their_own_rounds(self):
+        args = parse_args(["--nsqd", "/go/nsqd", "--python", "/py/a", "--scenarios", "sub"])
+        runs = [_row("/go/nsqd", "sub", 1, round=0, rate=300.0), _row("/go/nsqd", "sub", 2, round=0, rate=390.0),
+                _row("/py/a", "sub", 2, round=0, rate=100.0), _row("/py/a", "sub", 1, round=0, rate=200.0)]
+        rows = median_rows(runs, args)
+        self.assertEqual([(r["server"], r["connections"]) for r in rows],
+                         [("/py/a", 1), ("/py/a", 2), ("/go/nsqd", 1), ("/go/nsqd", 2)])
+        self.assertEqual(rows[1]["notes"][1:], ["against 1 connection in the same round: 0.50x (ahead in 0 of 1)"])
+        self.assertEqual(rows[3]["notes"][1:], ["against 1 connection in the same round: 1.30x (ahead in 1 of 1)"])
 
     def test_a_mem_row_whatever_the_connection_counts(self):
         """mem always runs on one connection, which --connections need not list."""
@@ -367,3 +393,74 @@ class PercentileTests(unittest.TestCase):
     def test_ends(self):
         self.assertEqual(_percentile([0.25, 0.5], 0), 0.25)
         self.assertEqual(_percentile([0.003], 99), 0.003)
+
+
+_FAKE_NSQD = """
+import http.server, sys
+with open(%r, "w") as f:
+    f.write("\\n".join(sys.argv[1:]))
+
+class Ping(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args):
+        pass
+
+port = int([a for a in sys.argv if a.startswith("--http-address=")][0].rsplit(":", 1)[1])
+http.server.HTTPServer(("127.0.0.1", port), Ping).serve_forever()
+"""
+
+
+class GoNsqdTests(unittest.TestCase):
+    """What lets the bench run Go nsqd beside nsqtx: its name, its command line, its log."""
+
+    def test_named_after_its_version(self):
+        self.assertEqual(describe_nsqd(_script(self, "echo 'nsqd v1.3.0 (built w/go1.19.8)'")), "Go nsqd 1.3.0")
+
+    def test_not_an_nsqd(self):
+        for body in ("echo 'nsqlookupd v1.3.0 (built w/go1.19.8)'", "echo", "echo 'nsqd v1.3.0'; exit 1"):
+            e = self.assertRaises(BenchError, describe_nsqd, _script(self, body))
+            self.assertIn("not an nsqd", str(e))
+        self.assertIn("cannot run --nsqd", str(self.assertRaises(BenchError, describe_nsqd, "/nonexistent/nsqd")))
+
+    def _server(self, command) -> Server:
+        server = Server(command, 7)
+        self.addCleanup(server.close)
+        return server
+
+    def test_both_servers_get_nsqds_flags_after_their_command(self):
+        for command in (["/go/nsqd"], nsqtx_command("/py/a")):
+            server = self._server(command)
+            self.assertEqual(server.argv(), command + [
+                "--tcp-address=127.0.0.1:%d" % server.tcp_port, "--http-address=127.0.0.1:%d" % server.http_port,
+                "--mem-queue-size=7", "--data-path=%s" % server.data_path, "--log-level=warn"])
+        self.assertEqual(nsqtx_command("/py/a"), ["/py/a", "-m", "twisted", "--log-format=text", "nsqtx"])
+
+    def test_a_run_starts_the_binary_with_nsqds_flags_and_measures_it(self):
+        """A stand-in nsqd (answers /ping, notes its arguments) and a stand-in nsqload."""
+        fd, noted = tempfile.mkstemp()
+        os.close(fd)
+        self.addCleanup(os.remove, noted)
+        nsqd = _script(self, _FAKE_NSQD % noted, sys.executable)
+        nsqload = _script(self, "echo 'pub msgs=1000 secs=0.10 rate=10000.0'")
+        args = parse_args(["--nsqd", nsqd, "--connections", "1", "--ping-interval", "0", "--seconds", "0.1"])
+        with contextlib.redirect_stderr(io.StringIO()):
+            [row] = Bench(args, nsqload, nsqd, "Go nsqd 0", [nsqd]).run("pub")
+        self.assertEqual((row["error"], row["server"], row["rate"]), (None, nsqd, 10000.0))
+        with open(noted) as f:
+            flags = f.read().split("\n")
+        self.assertEqual([flag.split("=")[0] for flag in flags],
+                         ["--tcp-address", "--http-address", "--mem-queue-size", "--data-path", "--log-level"])
+
+    def test_go_nsqds_warnings_and_errors_are_reported(self):
+        server = self._server(["/go/nsqd"])
+        with open(server.log_path, "w") as f:
+            f.write("[nsqd] 2026/11/23 02:49:00.123456 INFO: TCP: listening on 127.0.0.1:4150\n"
+                    "[nsqd] 2026/11/23 02:49:01.000001 WARNING: PROTOCOL(V2): slow\n"
+                    "[nsqd] 2026/11/23 02:49:02.000002 ERROR: failed to sync\n"
+                    "[nsqd] 2026/11/23 02:49:03.000003 FATAL: listen failed\n")
+        self.assertEqual([line.split(" ", 3)[3] for line in server.new_log_problems()],
+                         ["WARNING: PROTOCOL(V2): slow", "ERROR: failed to sync", "FATAL: listen failed"])

@@ -47,6 +47,7 @@ Examples::
     python -m nsqtx.bench --mem-queue-size=0 --scenarios pub
     python -m nsqtx.bench --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --repeat 3
     python -m nsqtx.bench --python /tmp/pvenv/bin/python --scenarios sub --sub-warmup 1 --repeat 5
+    python -m nsqtx.bench --python /tmp/pvenv/bin/python --nsqd ~/go/bin/nsqd --scenarios sub --repeat 9
 
 The machine this runs on is usually shared, and single runs vary by tens of percent: ``--repeat N``
 runs everything N times, alternating the order of runtimes and connection counts, and reports for
@@ -54,6 +55,11 @@ each figure the run with the median (its notes list every run's figure; ``--json
 The notes of each connection count after the first in ``--connections`` also compare it with the
 first count round by round (the ratio of their rates in each round, and in how many it was ahead):
 two counts' medians can come out either way in a noisy hour, a count ahead in most rounds hardly.
+
+``--nsqd PATH`` measures a Go nsqd binary the same way, in the same rounds as the ``--python``
+runtimes (listed after them): it takes the same flags, answers the same HTTP calls, and logs its warnings
+and errors where the bench looks for them. A Go nsqd needs no Go toolchain on the machine that runs
+the bench, only the binary (nsqio/nsq's releases, or ``go build ./apps/nsqd`` in its source).
 
 ``--python`` picks the server's interpreter (repeat it to compare runtimes); the server imports
 nsqtx from this source tree (``PYTHONPATH`` is set to the repository root) and inherits the

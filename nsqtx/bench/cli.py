@@ -10,8 +10,9 @@ import sys
 from nsqtx.bench.errors import BenchError
 from nsqtx.bench.nsqload import build_nsqload
 from nsqtx.bench.processes import Interrupted, interrupt, stop_all
-from nsqtx.bench.report import describe_runtime, format_table, median_rows, report, source_version
+from nsqtx.bench.report import describe_nsqd, describe_runtime, format_table, median_rows, report, source_version
 from nsqtx.bench.scenarios import Bench
+from nsqtx.bench.server import nsqtx_command
 from nsqtx.bench.settings import REPO_ROOT
 
 DEFAULT_NSQLOAD_SRC = os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "nsqload.c")
@@ -52,10 +53,13 @@ def parse_args(argv):
         prog="python -m nsqtx.bench",
         description="Benchmark nsqtx as a subprocess (python -m twisted nsqtx) with the C load generator "
                     "nsqload: publish rate, consume rate from a backlog, memory per queued message, and "
-                    "/ping p99 latency under load. Traffic goes to 127.0.0.1 only.",
+                    "/ping p99 latency under load; Go nsqd too, the same way, with --nsqd. Traffic goes to "
+                    "127.0.0.1 only.",
         epilog="The module docstring (pydoc nsqtx.bench) describes each scenario.")
     parser.add_argument("--python", action="append", metavar="PATH",
                         help="interpreter that runs the server; repeat to compare (default: %s)" % sys.executable)
+    parser.add_argument("--nsqd", action="append", default=[], metavar="PATH",
+                        help="a Go nsqd binary to measure the same way, after the --python runtimes; repeatable")
     parser.add_argument("--scenarios", type=_scenario_list, default=list(SCENARIOS), metavar="LIST",
                         help="comma-separated, from pub,sub,mem (default: all)")
     parser.add_argument("--seconds", type=_positive(float), default=5.0,
@@ -89,6 +93,8 @@ def parse_args(argv):
         if not getattr(args, name) >= 0:
             parser.error("--%s must not be negative" % name.replace("_", "-"))
     args.python = args.python or [sys.executable]
+    #: every server measured, in order: what each row's "server" names
+    args.servers = args.python + args.nsqd
     return args
 
 
@@ -114,7 +120,7 @@ def rerun_stale(benches, args, runs: list) -> None:
     while stale:
         stale = False
         for i, row in enumerate(runs):
-            bench = benches[args.python.index(row["python"])]
+            bench = benches[args.servers.index(row["server"])]
             if row["mode"] == "sub" and not row["error"] and row["backlog"] < bench.sub_backlog:
                 runs[i] = bench.sub_until_busy(row["connections"])
                 runs[i]["round"] = row["round"]
@@ -129,7 +135,9 @@ def main(argv=None) -> int:
     runs = []
     try:
         nsqload = build_nsqload(os.path.abspath(args.nsqload_src))
-        benches = [Bench(args, nsqload, python, describe_runtime(python)) for python in args.python]
+        benches = ([Bench(args, nsqload, python, describe_runtime(python), nsqtx_command(python))
+                    for python in args.python]
+                   + [Bench(args, nsqload, nsqd, describe_nsqd(nsqd), [nsqd]) for nsqd in args.nsqd])
         run_rounds(benches, args, runs)
         rerun_stale(benches, args, runs)
     except BenchError as e:
@@ -145,8 +153,8 @@ def main(argv=None) -> int:
         stop_all()
     rows = median_rows(runs, args) if args.repeat > 1 else runs
     if args.json:
-        names = ("seconds", "sub_warmup", "messages", "connections", "size", "batch", "mem_queue_size", "scenarios",
-                 "repeat", "ping_interval")
+        names = ("servers", "seconds", "sub_warmup", "messages", "connections", "size", "batch", "mem_queue_size",
+                 "scenarios", "repeat", "ping_interval")
         settings = {name: getattr(args, name) for name in names}
         settings.update(source=source_version(), cpus=os.cpu_count())
         json.dump({"settings": settings, "results": rows, "runs": runs}, sys.stdout, indent=2)

@@ -38,6 +38,19 @@ def describe_runtime(python: str) -> str:
     return result.stdout.strip()
 
 
+def describe_nsqd(path: str) -> str:
+    """ "Go nsqd 1.3.0" from what `path --version` prints ("nsqd v1.3.0 (built w/go1.19.8)")."""
+    try:
+        result = subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                universal_newlines=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BenchError("cannot run --nsqd %s: %s" % (path, e))
+    words = result.stdout.split()
+    if result.returncode != 0 or len(words) < 2 or words[0] != "nsqd":
+        raise BenchError("--nsqd %s: not an nsqd (--version printed %r)" % (path, result.stdout.strip()[:200]))
+    return "Go nsqd " + words[1].lstrip("v")
+
+
 def _count(n: int) -> str:
     for size, suffix in ((10 ** 6, "M"), (10 ** 3, "k")):
         if n >= size and n % size == 0:
@@ -51,16 +64,16 @@ def median_rows(runs, args) -> list:
     noting every run's figure."""
     groups = {}
     for row in runs:
-        groups.setdefault((row["python"], row["mode"], row["connections"]), []).append(row)
+        groups.setdefault((row["server"], row["mode"], row["connections"]), []).append(row)
 
     def figure(row):
         return row["bytes_per_msg"] if row["mode"] == "mem" else row["rate"]
 
     def position(key):
-        python, mode, conns = key
+        server, mode, conns = key
         # a mem row has one connection whatever --connections lists
         order = args.connections.index(conns) if conns in args.connections else len(args.connections)
-        return args.python.index(python), args.scenarios.index(mode), order
+        return args.servers.index(server), args.scenarios.index(mode), order
 
     out = []
     for key in sorted(groups, key=position):

@@ -28,11 +28,13 @@ def next_backlog(backlog: int, filled: int, warmup_msgs: int, lasted: float, sec
 
 
 class Bench:
-    def __init__(self, args, nsqload: str, python: str, runtime: str):
+    def __init__(self, args, nsqload: str, server: str, runtime: str, command: list):
         self.args = args
         self.nsqload = nsqload
-        self.python = python
+        #: what --python or --nsqd named: the key of this bench's rows
+        self.server = server
         self.runtime = runtime
+        self.command = command
         #: the sub scenario's backlog: --messages, raised while consumers empty it before the time is up
         self.sub_backlog = args.messages
 
@@ -42,7 +44,7 @@ class Bench:
         return max(10000000, 2 * backlog)
 
     def row(self, mode: str, conns: int, backlog=None) -> dict:
-        return {"runtime": self.runtime, "python": self.python, "mode": mode, "connections": conns,
+        return {"runtime": self.runtime, "server": self.server, "mode": mode, "connections": conns,
                 "mem_queue_size": self.mem_queue_size(backlog or self.args.messages), "backlog": backlog,
                 "round": None, "rate": None, "msgs": None, "secs": None,
                 "bytes_per_msg": None, "ping": None, "server_cpu_pct": None, "notes": [], "error": None,
@@ -86,7 +88,7 @@ class Bench:
 
     def _guarded(self, row: dict, method) -> dict:
         try:
-            with Server(self.python, row["mem_queue_size"]) as server:
+            with Server(self.command, row["mem_queue_size"]) as server:
                 try:
                     method(server, row)
                 finally:

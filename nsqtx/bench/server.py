@@ -1,5 +1,6 @@
-"""The server under test, started as a user starts it (``python -m twisted nsqtx``) on free ports of
-127.0.0.1 with a data directory of its own, and asked over HTTP and /proc how it is doing."""
+"""The server under test, started as a user starts it (``python -m twisted nsqtx``, or a Go nsqd
+binary with the same flags) on free ports of 127.0.0.1 with a data directory of its own, and asked
+over HTTP and /proc how it is doing."""
 from __future__ import annotations
 
 import http.client
@@ -19,7 +20,8 @@ from nsqtx.bench.settings import PING_TIMEOUT, REPO_ROOT
 #: how long a server may take to answer /ping after start (PyPy's start-up is the slow one)
 START_TIMEOUT = 60.0
 
-_PROBLEM = re.compile(r"#(warn|error|critical)\]|Traceback|Unhandled")
+#: a warning or error in nsqtx's text log (Twisted's "[name#level]") or in Go nsqd's ("LEVEL: ")
+_PROBLEM = re.compile(r"#(warn|error|critical)\]|Traceback|Unhandled| (WARNING|ERROR|FATAL): ")
 
 
 def free_port() -> int:
@@ -28,11 +30,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """`python -m twisted nsqtx ...` in a temporary data directory, removed again by :meth:`close`."""
+def nsqtx_command(python: str) -> list:
+    """How a user starts nsqtx with `python`, up to the flags it shares with nsqd."""
+    return [python, "-m", "twisted", "--log-format=text", "nsqtx"]
 
-    def __init__(self, python: str, mem_queue_size: int):
-        self.python = python
+
+class Server:
+    """`command` (:func:`nsqtx_command`, or a Go nsqd binary) with nsqd's flags, in a temporary data
+    directory, removed again by :meth:`close`."""
+
+    def __init__(self, command: list, mem_queue_size: int):
+        self.command = command
         self.mem_queue_size = mem_queue_size
         self.tcp_port = free_port()
         self.http_port = free_port()
@@ -41,17 +49,18 @@ class Server:
         self._log_offset = 0
         self.proc = None
 
+    def argv(self) -> list:
+        return self.command + ["--tcp-address=127.0.0.1:%d" % self.tcp_port,
+                               "--http-address=127.0.0.1:%d" % self.http_port,
+                               "--mem-queue-size=%d" % self.mem_queue_size,
+                               "--data-path=%s" % self.data_path,
+                               "--log-level=warn"]
+
     def start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-        args = [self.python, "-m", "twisted", "--log-format=text", "nsqtx",
-                "--tcp-address=127.0.0.1:%d" % self.tcp_port,
-                "--http-address=127.0.0.1:%d" % self.http_port,
-                "--mem-queue-size=%d" % self.mem_queue_size,
-                "--data-path=%s" % self.data_path,
-                "--log-level=warn"]
         with open(self.log_path, "wb") as log:
-            self.proc = spawn(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            self.proc = spawn(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                               env=env, cwd=self.data_path)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
