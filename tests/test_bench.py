@@ -69,6 +69,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual(args.nsqload_src, DEFAULT_NSQLOAD_SRC)
         self.assertEqual(args.repeat, 1)
         self.assertEqual(args.sub_warmup, 0.0)
+        self.assertEqual(args.pub_warmup, 0.0)
         self.assertEqual(args.ping_interval, 0.01)
         self.assertFalse(args.json)
         self.assertEqual(args.nsqd, [])
@@ -87,7 +88,8 @@ class ParseArgsTests(unittest.TestCase):
         args = parse_args(["--python", "/py/a", "--python", "/py/b", "--scenarios", " mem, pub ",
                            "--seconds", "0.5", "--messages", "1000", "--connections", "8, 1,256",
                            "--size", "10", "--batch", "3", "--mem-queue-size", "0", "--nsqload-src", "x.c",
-                           "--repeat", "3", "--sub-warmup", "1.5", "--ping-interval", "0", "--json"])
+                           "--repeat", "3", "--sub-warmup", "1.5", "--ping-interval", "0", "--json",
+                           "--pub-warmup", "2.5"])
         self.assertEqual(args.python, ["/py/a", "/py/b"])
         self.assertEqual(args.scenarios, ["mem", "pub"])
         self.assertEqual(args.seconds, 0.5)
@@ -97,6 +99,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual(args.mem_queue_size, 0)
         self.assertEqual(args.nsqload_src, "x.c")
         self.assertEqual(args.sub_warmup, 1.5)
+        self.assertEqual(args.pub_warmup, 2.5)
         self.assertEqual(args.ping_interval, 0.0)
         self.assertTrue(args.json)
 
@@ -110,7 +113,7 @@ class ParseArgsTests(unittest.TestCase):
             self.assertIn("must be positive", self._rejected([flag, "0"]), flag)
         self.assertIn("argument --messages", self._rejected(["--messages", "1.5"]))
         self.assertIn("--mem-queue-size must not be negative", self._rejected(["--mem-queue-size", "-1"]))
-        for flag in ("--sub-warmup", "--ping-interval"):
+        for flag in ("--pub-warmup", "--sub-warmup", "--ping-interval"):
             for value in ("-1", "nan"):
                 self.assertIn("%s must not be negative" % flag, self._rejected([flag, value]))
 
@@ -439,21 +442,36 @@ class GoNsqdTests(unittest.TestCase):
                 "--mem-queue-size=7", "--data-path=%s" % server.data_path, "--log-level=warn"])
         self.assertEqual(nsqtx_command("/py/a"), ["/py/a", "-m", "twisted", "--log-format=text", "nsqtx"])
 
-    def test_a_run_starts_the_binary_with_nsqds_flags_and_measures_it(self):
-        """A stand-in nsqd (answers /ping, notes its arguments) and a stand-in nsqload."""
-        fd, noted = tempfile.mkstemp()
+    def _noted(self) -> str:
+        fd, path = tempfile.mkstemp()
         os.close(fd)
-        self.addCleanup(os.remove, noted)
-        nsqd = _script(self, _FAKE_NSQD % noted, sys.executable)
-        nsqload = _script(self, "echo 'pub msgs=1000 secs=0.10 rate=10000.0'")
-        args = parse_args(["--nsqd", nsqd, "--connections", "1", "--ping-interval", "0", "--seconds", "0.1"])
+        self.addCleanup(os.remove, path)
+        return path
+
+    def _pub(self, *argv):
+        """A pub run of a stand-in nsqd (answers /ping, notes its arguments) driven by a stand-in
+        nsqload (notes each call's arguments); (the row, the nsqd's flags, the nsqload calls)."""
+        flags, calls = self._noted(), self._noted()
+        nsqd = _script(self, _FAKE_NSQD % flags, sys.executable)
+        nsqload = _script(self, "echo \"$@\" >> %s\necho 'pub msgs=1000 secs=0.10 rate=10000.0'" % calls)
+        args = parse_args(["--nsqd", nsqd, "--connections", "2", "--ping-interval", "0"] + list(argv))
         with contextlib.redirect_stderr(io.StringIO()):
             [row] = Bench(args, nsqload, nsqd, "Go nsqd 0", [nsqd]).run("pub")
         self.assertEqual((row["error"], row["server"], row["rate"]), (None, nsqd, 10000.0))
-        with open(noted) as f:
-            flags = f.read().split("\n")
+        with open(flags) as f, open(calls) as g:
+            return row, f.read().split("\n"), [line.split()[-2:] for line in g.read().splitlines()]
+
+    def test_a_run_starts_the_binary_with_nsqds_flags_and_measures_it(self):
+        row, flags, calls = self._pub("--seconds", "0.2")
         self.assertEqual([flag.split("=")[0] for flag in flags],
                          ["--tcp-address", "--http-address", "--mem-queue-size", "--data-path", "--log-level"])
+        self.assertEqual(calls, [["0.2", "2"]])
+        self.assertEqual([note for note in row["notes"] if "warm-up" in note], [])
+
+    def test_a_pub_warm_up_publishes_first_on_as_many_connections(self):
+        row, flags, calls = self._pub("--seconds", "0.2", "--pub-warmup", "0.1")
+        self.assertEqual(calls, [["0.1", "2"], ["0.2", "2"]])
+        self.assertIn("1000 published and 0 /ping answered in a 0.1s warm-up before", row["notes"])
 
     def test_go_nsqds_warnings_and_errors_are_reported(self):
         server = self._server(["/go/nsqd"])

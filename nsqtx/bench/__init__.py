@@ -14,6 +14,9 @@ Scenarios (``--scenarios``, default ``pub,sub,mem``):
 ``pub``
     MPUB batches of ``--batch`` messages of ``--size`` bytes for ``--seconds``, with each count of
     ``--connections`` (default 1 then 2) on a topic without channels (the topic holds what it gets).
+    ``--pub-warmup SECONDS`` first publishes that long on as many connections, unmeasured, with
+    ``/ping`` polled: a fresh PyPy server spends its first seconds compiling, and on a slow machine
+    that can halve a 4 s figure.
 ``sub``
     Fill a channel made beforehand (``POST /topic/create``, ``/channel/create``) with ``--messages``
     messages, then consume it with RDY 2500 and FIN for ``--seconds``, for each count of

@@ -64,6 +64,9 @@ def parse_args(argv):
                         help="comma-separated, from pub,sub,mem (default: all)")
     parser.add_argument("--seconds", type=_positive(float), default=5.0,
                         help="duration of each pub and sub load (default: 5)")
+    parser.add_argument("--pub-warmup", type=float, default=0.0, metavar="SECONDS",
+                        help="publish this long before each measured pub run, on the same connections and "
+                             "with /ping polled (default: 0)")
     parser.add_argument("--sub-warmup", type=float, default=0.0, metavar="SECONDS",
                         help="consume this long before each measured sub run, from the same backlog and "
                              "with /ping polled (PyPy's JIT compiles both paths meanwhile; default: 0)")
@@ -89,7 +92,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.mem_queue_size is not None and args.mem_queue_size < 0:
         parser.error("--mem-queue-size must not be negative")
-    for name in ("sub_warmup", "ping_interval"):
+    for name in ("pub_warmup", "sub_warmup", "ping_interval"):
         if not getattr(args, name) >= 0:
             parser.error("--%s must not be negative" % name.replace("_", "-"))
     args.python = args.python or [sys.executable]
@@ -153,8 +156,8 @@ def main(argv=None) -> int:
         stop_all()
     rows = median_rows(runs, args) if args.repeat > 1 else runs
     if args.json:
-        names = ("servers", "seconds", "sub_warmup", "messages", "connections", "size", "batch", "mem_queue_size",
-                 "scenarios", "repeat", "ping_interval")
+        names = ("servers", "seconds", "pub_warmup", "sub_warmup", "messages", "connections", "size", "batch",
+                 "mem_queue_size", "scenarios", "repeat", "ping_interval")
         settings = {name: getattr(args, name) for name in names}
         settings.update(source=source_version(), cpus=os.cpu_count())
         json.dump({"settings": settings, "results": rows, "runs": runs}, sys.stdout, indent=2)

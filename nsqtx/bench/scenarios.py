@@ -184,10 +184,27 @@ class Bench:
             row["notes"].append("/stats says depth %d (backend %d) after %d messages accepted"
                                 % (queued, channel.get("backend_depth", 0), accepted))
 
+    def _warm(self, server: Server, row: dict, load_args, seconds: float, what: str) -> int:
+        """:meth:`warm_up` for `seconds` with `load_args(seconds)` if `seconds` > 0, noted in `row` (a
+        figure after a warm-up is a long-running server's, not a fresh one's); returns how many
+        messages it moved."""
+        if seconds <= 0:
+            return 0
+        msgs, ping = self.warm_up(server, load_args(seconds), seconds)
+        row["notes"].append("%d %s and %d /ping answered in a %gs warm-up before"
+                            % (msgs, what, ping["count"], seconds))
+        if ping["errors"]:
+            row["notes"].append("%d /ping failures in the warm-up (%s)" % (ping["errors"], ping["first_error"]))
+        return msgs
+
     def pub(self, server: Server, row: dict) -> None:
         a = self.args
-        self._load(server, row, ["pub", server.tcp_port, TOPIC, a.size, a.batch, a.seconds, row["connections"]],
-                   a.seconds)
+
+        def publish(secs: float):
+            return ["pub", server.tcp_port, TOPIC, a.size, a.batch, secs, row["connections"]]
+
+        self._warm(server, row, publish, a.pub_warmup, "published")
+        self._load(server, row, publish(a.seconds), a.seconds)
 
     def sub(self, server: Server, row: dict) -> None:
         seconds = self.args.seconds
@@ -200,15 +217,7 @@ class Bench:
         def consume(secs: float):
             return ["sub", server.tcp_port, TOPIC, CHANNEL, secs, row["connections"], SUB_RDY]
 
-        warmup = self.args.sub_warmup
-        row["warmup_msgs"] = 0
-        if warmup > 0:
-            row["warmup_msgs"], warmup_ping = self.warm_up(server, consume(warmup), warmup)
-            row["notes"].append("%d consumed and %d /ping answered in a %gs warm-up before"
-                                % (row["warmup_msgs"], warmup_ping["count"], warmup))
-            if warmup_ping["errors"]:
-                row["notes"].append("%d /ping failures in the warm-up (%s)"
-                                    % (warmup_ping["errors"], warmup_ping["first_error"]))
+        row["warmup_msgs"] = self._warm(server, row, consume, self.args.sub_warmup, "consumed")
         result = self._load(server, row, consume(seconds), seconds, watch_drain=True)
         # running out in the last 5% of the run hardly lowers the rate
         lasted = row["drained_after"]
