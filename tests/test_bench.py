@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import http.server
 import io
+import json
 import os
 import re
 import sys
@@ -137,15 +138,49 @@ class ParseArgsTests(unittest.TestCase):
 
 
 class _PingCounter(http.server.BaseHTTPRequestHandler):
+    """Answers /stats with the server's `stats` document, anything else with OK (counting /pings)."""
+
     def do_GET(self):
         self.server.pings += self.path == "/ping"
+        body = json.dumps(self.server.stats).encode() if self.path.startswith("/stats") else b"OK"
         self.send_response(200)
-        self.send_header("Content-Length", "2")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"OK")
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
+
+
+def _http_server(test: unittest.TestCase):
+    """A _PingCounter server on a free port of 127.0.0.1, serving in a thread until `test` ends."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PingCounter)
+    server.pings = 0
+    server.stats = {}
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    test.addCleanup(thread.join)
+    test.addCleanup(server.server_close)
+    test.addCleanup(server.shutdown)
+    return server
+
+
+class StatsTests(unittest.TestCase):
+    def test_the_topics_and_the_channels_part_of_stats(self):
+        http_server = _http_server(self)
+        http_server.stats = {"topics": [
+            {"topic_name": "a", "backend_depth": 1, "channels": [{"channel_name": "c", "depth": 1}]},
+            {"topic_name": "bench", "backend_depth": 2,
+             "channels": [{"channel_name": "x", "depth": 3}, {"channel_name": "c", "depth": 4}]}]}
+        server = Server(["/go/nsqd"], 7)
+        self.addCleanup(server.close)
+        server.http_port = http_server.server_address[1]
+        self.assertEqual(server.topic_stats("bench")["backend_depth"], 2)
+        self.assertEqual(server.channel_stats("bench", "c"), {"channel_name": "c", "depth": 4})
+        self.assertEqual(server.channel_stats("bench", "y"), {})
+        self.assertEqual(server.topic_stats("none"), {})
+        http_server.stats = {}
+        self.assertEqual(server.channel_stats("bench", "c"), {})
 
 
 class WarmUpTests(unittest.TestCase):
@@ -153,13 +188,7 @@ class WarmUpTests(unittest.TestCase):
     line) and an HTTP server that counts the /ping requests it answers."""
 
     def setUp(self):
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PingCounter)
-        self.http.pings = 0
-        thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join)
-        self.addCleanup(self.http.server_close)
-        self.addCleanup(self.http.shutdown)
+        self.http = _http_server(self)
         self.nsqload = _script(self, "sleep 0.3\necho 'sub msgs=42 secs=0.30 rate=140.0'")
         self.server = argparse.Namespace(http_port=self.http.server_address[1], exit_note=lambda: "")
 
@@ -178,6 +207,24 @@ class WarmUpTests(unittest.TestCase):
     def test_no_polling_with_an_interval_of_zero(self):
         msgs, ping = self._warm_up("0")
         self.assertEqual((msgs, ping["count"], self.http.pings), (42, 0, 0))
+
+
+class MemQueueSizeTests(unittest.TestCase):
+    def _size(self, mode, backlog, *argv):
+        return Bench(parse_args(list(argv)), "nsqload", "/py/a", "CPython", ["/py/a"]).mem_queue_size(mode, backlog)
+
+    def test_a_pub_run_stays_in_memory_through_its_warm_up(self):
+        self.assertEqual(self._size("pub", 500000, "--seconds", "4", "--pub-warmup", "6"), 50000000)
+        self.assertEqual(self._size("pub", 500000, "--seconds", "4", "--pub-warmup", "0.5"), 25000000)
+        self.assertEqual(self._size("pub", 500000, "--seconds", "1"), 10000000)
+
+    def test_a_backlog_fits_twice(self):
+        self.assertEqual(self._size("sub", 8000000), 16000000)
+        self.assertEqual(self._size("mem", 1000000, "--pub-warmup", "60"), 10000000)
+
+    def test_as_given(self):
+        for mode in ("pub", "sub", "mem"):
+            self.assertEqual(self._size(mode, 8000000, "--mem-queue-size", "0", "--pub-warmup", "6"), 0)
 
 
 class NextBacklogTests(unittest.TestCase):
@@ -399,15 +446,16 @@ class PercentileTests(unittest.TestCase):
 
 
 _FAKE_NSQD = """
-import http.server, sys
+import http.server, json, sys
 with open(%r, "w") as f:
     f.write("\\n".join(sys.argv[1:]))
+STATS = {"topics": [{"topic_name": "other", "backend_depth": 1}, {"topic_name": "bench", "backend_depth": %d}]}
 
 class Ping(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)
         self.end_headers()
-        self.wfile.write(b"OK")
+        self.wfile.write(json.dumps(STATS).encode() if self.path.startswith("/stats") else b"OK")
 
     def log_message(self, *args):
         pass
@@ -448,11 +496,12 @@ class GoNsqdTests(unittest.TestCase):
         self.addCleanup(os.remove, path)
         return path
 
-    def _pub(self, *argv):
-        """A pub run of a stand-in nsqd (answers /ping, notes its arguments) driven by a stand-in
-        nsqload (notes each call's arguments); (the row, the nsqd's flags, the nsqload calls)."""
+    def _pub(self, *argv, spilled=0):
+        """A pub run of a stand-in nsqd (answers /ping, notes its arguments, says in /stats that
+        `spilled` messages went to disk) driven by a stand-in nsqload (notes each call's
+        arguments); (the row, the nsqd's flags, the nsqload calls)."""
         flags, calls = self._noted(), self._noted()
-        nsqd = _script(self, _FAKE_NSQD % flags, sys.executable)
+        nsqd = _script(self, _FAKE_NSQD % (flags, spilled), sys.executable)
         nsqload = _script(self, "echo \"$@\" >> %s\necho 'pub msgs=1000 secs=0.10 rate=10000.0'" % calls)
         args = parse_args(["--nsqd", nsqd, "--connections", "2", "--ping-interval", "0"] + list(argv))
         with contextlib.redirect_stderr(io.StringIO()):
@@ -472,6 +521,13 @@ class GoNsqdTests(unittest.TestCase):
         row, flags, calls = self._pub("--seconds", "0.2", "--pub-warmup", "0.1")
         self.assertEqual(calls, [["0.1", "2"], ["0.2", "2"]])
         self.assertIn("1000 published and 0 /ping answered in a 0.1s warm-up before", row["notes"])
+
+    def test_a_pub_run_that_spilled_to_disk_says_so(self):
+        row, flags, calls = self._pub("--seconds", "0.2", spilled=1234)
+        self.assertIn("1234 messages went to the disk queue (--mem-queue-size 10000000): the rate is partly "
+                      "disk mode's", row["notes"])
+        row, flags, calls = self._pub("--seconds", "0.2", "--mem-queue-size", "0", spilled=1234)
+        self.assertEqual([note for note in row["notes"] if "disk" in note], [])
 
     def test_go_nsqds_warnings_and_errors_are_reported(self):
         server = self._server(["/go/nsqd"])

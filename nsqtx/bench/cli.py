@@ -77,8 +77,9 @@ def parse_args(argv):
     parser.add_argument("--size", type=_positive(int), default=200, help="message size in bytes (default: 200)")
     parser.add_argument("--batch", type=_positive(int), default=200, help="messages per MPUB (default: 200)")
     parser.add_argument("--mem-queue-size", type=int, default=None, metavar="N",
-                        help="passed to the server (default: max(10000000, 2 x --messages), all in memory); "
-                             "0 puts every message through the disk queue")
+                        help="passed to the server (default: all in memory: max(10000000, 2 x the backlog), "
+                             "and for pub runs 5000000 per second of warm-up and run); 0 puts every message "
+                             "through the disk queue")
     parser.add_argument("--ping-interval", type=float, default=0.01, metavar="SECONDS",
                         help="how often a second client GETs /ping during pub and sub loads, for the "
                              "/ping p99 column; 0 for none (each /ping costs the server some CPU; "

@@ -113,19 +113,20 @@ class Server:
             if status != 200:
                 raise ScenarioError("POST %s answered %d %s" % (path, status, body.decode("utf-8", "replace").strip()))
 
-    def channel_stats(self, topic: str, channel: str) -> dict:
-        """The channel's part of /stats?format=json, or {} if the server does not answer it."""
-        path = "/stats?format=json&include_clients=false&include_mem=false&topic=%s&channel=%s" % (topic, channel)
+    def topic_stats(self, topic: str) -> dict:
+        """The topic's part of /stats?format=json, or {} if the server does not answer it."""
+        path = "/stats?format=json&include_clients=false&include_mem=false&topic=%s" % topic
         try:
             status, body = self.request("GET", path)
             doc = json.loads(body) if status == 200 else {}
         except (OSError, http.client.HTTPException, ValueError):
             return {}
-        for t in doc.get("topics", []):
-            for c in t.get("channels", []):
-                if t.get("topic_name") == topic and c.get("channel_name") == channel:
-                    return c
-        return {}
+        return next((t for t in doc.get("topics", []) if t.get("topic_name") == topic), {})
+
+    def channel_stats(self, topic: str, channel: str) -> dict:
+        """The channel's part of /stats?format=json, or {} if the server does not answer it."""
+        channels = self.topic_stats(topic).get("channels", [])
+        return next((c for c in channels if c.get("channel_name") == channel), {})
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
