@@ -529,12 +529,16 @@ class GoNsqdTests(unittest.TestCase):
         row, flags, calls = self._pub("--seconds", "0.2", "--mem-queue-size", "0", spilled=1234)
         self.assertEqual([note for note in row["notes"] if "disk" in note], [])
 
-    def test_go_nsqds_warnings_and_errors_are_reported(self):
+    def test_go_nsqds_warnings_and_errors_are_reported_but_not_nsqload_leaving(self):
         server = self._server(["/go/nsqd"])
         with open(server.log_path, "w") as f:
             f.write("[nsqd] 2026/11/23 02:49:00.123456 INFO: TCP: listening on 127.0.0.1:4150\n"
                     "[nsqd] 2026/11/23 02:49:01.000001 WARNING: PROTOCOL(V2): slow\n"
                     "[nsqd] 2026/11/23 02:49:02.000002 ERROR: failed to sync\n"
-                    "[nsqd] 2026/11/23 02:49:03.000003 FATAL: listen failed\n")
+                    "[nsqd] 2026/11/23 02:49:03.000003 FATAL: listen failed\n"
+                    "[nsqd] 2026/11/23 03:04:07.508914 ERROR: client(127.0.0.1:47294) - failed to read command - "
+                    "read tcp 127.0.0.1:58403->127.0.0.1:47294: read: connection reset by peer\n"
+                    "[nsqd] 2026/11/23 03:04:20.120049 ERROR: PROTOCOL(V2): [127.0.0.1:44924] messagePump error - "
+                    "write tcp 127.0.0.1:37307->127.0.0.1:44924: write: broken pipe\n")
         self.assertEqual([line.split(" ", 3)[3] for line in server.new_log_problems()],
                          ["WARNING: PROTOCOL(V2): slow", "ERROR: failed to sync", "FATAL: listen failed"])

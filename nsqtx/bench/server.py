@@ -22,6 +22,9 @@ START_TIMEOUT = 60.0
 
 #: a warning or error in nsqtx's text log (Twisted's "[name#level]") or in Go nsqd's ("LEVEL: ")
 _PROBLEM = re.compile(r"#(warn|error|critical)\]|Traceback|Unhandled| (WARNING|ERROR|FATAL): ")
+#: nsqload leaving: it closes its connections with messages in flight at the end of every run, which
+#: Go nsqd logs as an ERROR ("write: broken pipe", "read: connection reset by peer")
+_PEER_LEFT = re.compile(r": (broken pipe|connection reset by peer)$")
 
 
 def free_port() -> int:
@@ -148,8 +151,9 @@ class Server:
             return []
 
     def new_log_problems(self):
-        """Warnings, errors and tracebacks the server logged since the last call; of a traceback
-        (its lines are tab-indented in Twisted's text log) only the last line, the exception."""
+        """Warnings, errors and tracebacks the server logged since the last call, but for nsqload
+        leaving; of a traceback (its lines are tab-indented in Twisted's text log) only the last
+        line, the exception."""
         try:
             with open(self.log_path, "r", errors="replace") as f:
                 f.seek(self._log_offset)
@@ -166,7 +170,7 @@ class Server:
             if exception:
                 problems.append("  " + exception)
                 exception = None
-            if _PROBLEM.search(line):
+            if _PROBLEM.search(line) and not _PEER_LEFT.search(line):
                 problems.append(line)
         return problems
 
