@@ -59,7 +59,8 @@ def parse_args(argv):
     parser.add_argument("--python", action="append", metavar="PATH",
                         help="interpreter that runs the server; repeat to compare (default: %s)" % sys.executable)
     parser.add_argument("--nsqd", action="append", default=[], metavar="PATH",
-                        help="a Go nsqd binary to measure the same way, after the --python runtimes; repeatable")
+                        help="a Go nsqd binary to measure the same way, in the same rounds (its rows listed after the "
+                             "--python runtimes); repeatable")
     parser.add_argument("--scenarios", type=_scenario_list, default=list(SCENARIOS), metavar="LIST",
                         help="comma-separated, from pub,sub,mem (default: all)")
     parser.add_argument("--seconds", type=_positive(float), default=5.0,
