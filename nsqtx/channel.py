@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from heapq import heappop, heappush
 
-from nsqtx.backlog import enqueue
+from nsqtx.backlog import enqueue, may_fail
 from nsqtx.batch import Batch
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import InFlight
@@ -73,6 +73,10 @@ class Channel:
         return backend.depth if backend is not None else 0
 
     # -- putting messages in
+
+    def put_may_fail(self, count: int) -> bool:
+        """Whether put() of `count` new messages may raise QueueError."""
+        return self.exiting or may_fail(self.memory, self.backend, self.options.mem_queue_size, count)
 
     def put(self, batch: Batch) -> None:
         """Queue new messages: memory first, then disk; QueueError if the disk refuses them."""

@@ -174,6 +174,11 @@ class ClientConnection(LineReceiver):
         self._append(frame(FRAME_TYPE_RESPONSE, data))
         self._flush_soon()
 
+    def respond_now(self, data: bytes) -> None:
+        """A response written at once, even while a chunk is being read (see ProtocolV2._put)."""
+        self._append(frame(FRAME_TYPE_RESPONSE, data))
+        self.flush()
+
     def send_error(self, text: bytes) -> None:
         self._append(frame(FRAME_TYPE_ERROR, text))
         self._flush_soon()

@@ -126,7 +126,7 @@ class HTTPAPI:
             if delay_ms is None or not 0 <= delay_ms <= options.max_req_timeout * 1000:
                 raise HTTPError(400, "INVALID_DEFER")
             delay = delay_ms / 1000.0
-        self._put(topic, new_batch(node, (body,)), "PUB_FAILED", delay)
+        self._put(topic, (body,), "PUB_FAILED", delay)
         return "OK"
 
     @app.route("/mpub", methods=["POST"])
@@ -148,12 +148,12 @@ class HTTPAPI:
                 # Go would read on (bounded by count x --max-msg-size); we never hold more than this
                 raise HTTPError(413, "BODY_TOO_BIG")
             try:
-                batch = decode_mpub(body, node, options.max_msg_size, max_body, trailing_ok=True)
+                bodies = decode_mpub(body, options.max_msg_size, max_body, trailing_ok=True)
             except FatalClientError as err:
                 raise HTTPError(413, err.code[2:])
         else:
-            batch = self._split_lines(body, max_body, options.max_msg_size)
-        self._put(topic, batch, "MPUB_FAILED")
+            bodies = self._split_lines(body, max_body, options.max_msg_size)
+        self._put(topic, bodies, "MPUB_FAILED")
         return "OK"
 
     def _split_lines(self, body: bytes, max_body: int, max_msg: int):
@@ -172,12 +172,12 @@ class HTTPAPI:
                     raise HTTPError(413, "MSG_TOO_BIG")
                 lines.append(line)
             if newline < 0:
-                return new_batch(self.node, lines)
+                return lines
             pos = end
 
-    def _put(self, topic, batch, failed: str, delay: float = 0.0) -> None:
+    def _put(self, topic, bodies, failed: str, delay: float = 0.0) -> None:
         try:
-            topic.put(batch, delay)
+            topic.put(new_batch(self.node, bodies), delay)
         except QueueError:
             # Go's put only fails while exiting (503 EXITING); our other failure, a disk queue that
             # refuses the write, is also "try again later", named as TCP's E_PUB_FAILED is.

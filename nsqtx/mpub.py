@@ -4,15 +4,14 @@ from __future__ import annotations
 import struct
 
 from nsqtx.errors import FatalClientError
-from nsqtx.message import new_batch
 
 _unpack_int32 = struct.Struct(">l").unpack_from
 
 
-def decode_mpub(data, node, max_msg_size: int, max_body_size: int, trailing_ok: bool = False,
-                start: int = 0, end=None):
-    """Split an MPUB body (count, then size-prefixed messages), data[start:end], into a batch of new
-    messages, all or nothing. Bodies are cut straight out of `data`, so the caller need not copy
+def decode_mpub(data, max_msg_size: int, max_body_size: int, trailing_ok: bool = False, start: int = 0,
+                end=None) -> list:
+    """Split an MPUB body (count, then size-prefixed messages), data[start:end], into the message
+    bodies, all or nothing. Bodies are cut straight out of `data`, so the caller need not copy
     the whole MPUB body out of its read buffer first.
 
     Over TCP the body's length is declared, so bytes after the last message are an error; HTTP's
@@ -39,7 +38,7 @@ def decode_mpub(data, node, max_msg_size: int, max_body_size: int, trailing_ok: 
         append(data[first:pos])
     if pos != end and not trailing_ok:
         raise FatalClientError("E_BAD_BODY", "MPUB body has %d bytes after the last message" % (end - pos))
-    return new_batch(node, bodies)
+    return bodies
 
 
 def _bad_message(i: int, size: int, max_msg_size: int) -> FatalClientError:

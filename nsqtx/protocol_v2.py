@@ -351,21 +351,34 @@ class ProtocolV2(ClientConnection):
             raise FatalClientError("E_BAD_TOPIC", "%s%s topic name %s is not valid" % (prefix, command, quote(name)))
         return name
 
-    def _put(self, topic_name: str, batch, error_code: str, command: str, delay: float = 0.0) -> None:
+    def _put(self, topic_name: str, bodies, last: bool, error_code: str, command: str,
+             delay: float = 0.0) -> None:
+        """Encode and queue new messages, then answer OK; or answer first, when the body was the
+        last thing read (`last`: the answer would go out at once anyway) and nothing can refuse the
+        messages any more (they stay in memory, see Topic.put_may_fail).
+
+        A publisher that waits for each OK then sends its next publish while this one is encoded
+        and queued, as Go nsqd's topic pump does that work on another core. On one connection (MPUB
+        200 x 200 B), PyPy published 1.2-2.8x and CPython 1.1-1.9x as fast (four pairs of fresh
+        servers each, taking turns)."""
         topic = self.node.get_topic(topic_name)
+        early = last and not delay and not topic.put_may_fail(len(bodies))
+        if early:
+            self.respond_now(OK)
         try:
-            topic.put(batch, delay)
+            topic.put(new_batch(self.node, bodies), delay)
         except QueueError as err:
             raise FatalClientError(error_code, "%s failed %s" % (command, err))
-        self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + batch.count
-        self.send_response(OK)
+        self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + len(bodies)
+        if not early:
+            self.send_response(OK)
 
     def PUB(self, params) -> None:
         name = self._publish_topic(params, "PUB", 2)
         self._read_body(_size_check("PUB", self.node.options.max_msg_size, message=True), self._pub_body, name)
 
     def _pub_body(self, buf, start, end) -> None:
-        self._put(self._body_context, new_batch(self.node, (buf[start:end],)), "E_PUB_FAILED", "PUB")
+        self._put(self._body_context, (buf[start:end],), end == len(buf), "E_PUB_FAILED", "PUB")
 
     def DPUB(self, params) -> None:
         name = self._publish_topic(params, "DPUB", 3)
@@ -381,7 +394,7 @@ class ProtocolV2(ClientConnection):
 
     def _dpub_body(self, buf, start, end) -> None:
         name, delay = self._body_context
-        self._put(name, new_batch(self.node, (buf[start:end],)), "E_DPUB_FAILED", "DPUB", delay)
+        self._put(name, (buf[start:end],), end == len(buf), "E_DPUB_FAILED", "DPUB", delay)
 
     def MPUB(self, params) -> None:
         name = self._publish_topic(params, "MPUB", 2)
@@ -389,8 +402,8 @@ class ProtocolV2(ClientConnection):
 
     def _mpub_body(self, buf, start, end) -> None:
         options = self.node.options
-        batch = decode_mpub(buf, self.node, options.max_msg_size, options.max_body_size, start=start, end=end)
-        self._put(self._body_context, batch, "E_MPUB_FAILED", "MPUB")
+        bodies = decode_mpub(buf, options.max_msg_size, options.max_body_size, start=start, end=end)
+        self._put(self._body_context, bodies, end == len(buf), "E_MPUB_FAILED", "MPUB")
 
 
 class V2Factory(Factory):

@@ -7,7 +7,7 @@ other clients.
 """
 from __future__ import annotations
 
-from nsqtx.backlog import enqueue
+from nsqtx.backlog import enqueue, may_fail
 from nsqtx.batch import Batch
 from nsqtx.channel import Channel
 from nsqtx.errors import QueueError
@@ -53,6 +53,19 @@ class Topic:
     def _holding(self) -> bool:
         return bool(self.memory) or bool(self.held_deferred) or self.backend_depth() > 0
 
+    def _fans_out(self) -> bool:
+        """Whether new messages go straight to the channels rather than wait in the topic."""
+        return bool(self.channels) and not self.paused and not self._holding()
+
+    def put_may_fail(self, count: int) -> bool:
+        """Whether put() of `count` new messages (no delay) may raise QueueError: only if the topic is
+        exiting, or some of them would be written to a disk queue (the topic's or a channel's)."""
+        if self.exiting:
+            return True
+        if self._fans_out():
+            return any(channel.put_may_fail(count) for channel in self.channels.values())
+        return may_fail(self.memory, self.backend, self.options.mem_queue_size, count)
+
     def put(self, batch: Batch, delay: float = 0.0) -> None:
         """Accept a batch (with a `delay`, a DPUB's one message), raising QueueError if the topic is
         exiting or its disk refuses it.
@@ -64,7 +77,7 @@ class Topic:
             return
         if self.exiting:
             raise QueueError("exiting")
-        if self.channels and not self.paused and not self._holding():
+        if self._fans_out():
             for channel in list(self.channels.values()):
                 channel.put(batch)
         else:

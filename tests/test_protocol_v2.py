@@ -245,6 +245,124 @@ class PublishTests(Base):
         self.assertEqual(self.node.topics["t"].depth(), 1)
 
 
+OK_FRAME = struct.pack(">lL", 6, RESPONSE) + b"OK"
+
+
+class AnswerOrderTests(Base):
+    """A publish is answered before its messages are encoded and queued only when nothing can
+    refuse them any more, and only when the answer would go out at once anyway."""
+
+    def setUp(self):
+        Base.setUp(self)
+        #: what each connection had been sent when a topic was given messages
+        self.sent_at_put = []
+        from nsqtx.topic import Topic
+
+        real_put = Topic.put
+
+        def put(topic, batch, delay=0.0):
+            self.sent_at_put.append(self.publisher.transport.value())
+            real_put(topic, batch, delay)
+
+        self.patch(Topic, "put", put)
+        self.publisher = self.conn()
+
+    def assertAnsweredAt(self, put_saw: bytes):
+        self.assertEqual(self.sent_at_put, [put_saw])
+        self.assertOK(self.publisher)
+
+    def test_mpub_kept_in_memory_is_answered_first(self):
+        self.publisher.command(b"MPUB t", mpub_body([b"a", b"b"]))
+        self.assertAnsweredAt(OK_FRAME)
+        self.assertEqual(self.node.topics["t"].depth(), 2)
+
+    def test_pub_to_channels_with_room_is_answered_first(self):
+        self.node.get_topic("t").get_channel("c")
+        self.publisher.command(b"PUB t", b"x")
+        self.assertAnsweredAt(OK_FRAME)
+        self.assertEqual(self.node.topics["t"].channels["c"].depth(), 1)
+
+    def test_publish_going_to_disk_is_answered_after_the_write(self):
+        self.node.options.mem_queue_size = 0
+        self.publisher.command(b"MPUB t", mpub_body([b"a"]))
+        self.assertAnsweredAt(b"")
+        self.assertEqual(self.node.topics["t"].backend_depth(), 1)
+
+    def test_publish_queued_behind_messages_on_disk_is_answered_after_the_write(self):
+        self.node.options.mem_queue_size = 0
+        self.publisher.command(b"PUB t", b"on disk")
+        self.assertOK(self.publisher)
+        self.node.options.mem_queue_size = 10
+        self.sent_at_put = []
+        self.publisher.command(b"PUB t", b"behind it")
+        self.assertAnsweredAt(b"")
+        self.assertEqual(self.node.topics["t"].backend_depth(), 2)
+
+    def test_exiting_channel_refuses_without_answering_ok(self):
+        self.node.get_topic("t").get_channel("c").exiting = True
+        self.publisher.command(b"PUB t", b"x")
+        self.assertEqual(self.sent_at_put, [b""])
+        self.assertError(self.publisher, b"E_PUB_FAILED PUB failed exiting")
+
+    def test_publish_a_full_channel_would_write_to_disk_waits_and_fails_alone(self):
+        from nsqtx.diskqueue import DiskQueue
+
+        self.node.options.mem_queue_size = 1
+        channel = self.node.get_topic("t").get_channel("c")
+        self.publisher.command(b"PUB t", b"first")
+        self.assertOK(self.publisher)
+        self.sent_at_put = []
+
+        def disk_full(queue, records):
+            raise OSError(28, "No space left on device")
+
+        self.patch(DiskQueue, "put", disk_full)
+        self.publisher.command(b"PUB t", b"second")
+        self.assertEqual(self.sent_at_put, [b""])
+        [(kind, text)] = self.publisher.frames()
+        self.assertEqual(kind, ERROR)
+        self.assertTrue(text.startswith(b"E_PUB_FAILED PUB failed failed to write"), text)
+        self.assertEqual(channel.depth(), 1)
+
+    def test_paused_topic_answers_first_while_its_memory_has_room(self):
+        topic = self.node.get_topic("t")
+        topic.get_channel("c")
+        topic.pause()
+        self.node.options.mem_queue_size = 2
+        self.publisher.command(b"MPUB t", mpub_body([b"a", b"b"]))
+        self.assertAnsweredAt(OK_FRAME)
+        self.sent_at_put = []
+        self.publisher.command(b"PUB t", b"c")
+        self.assertAnsweredAt(b"")
+        self.assertEqual((len(topic.memory), topic.backend_depth()), (2, 1))
+
+    def test_ephemeral_topic_past_its_memory_answers_first_and_drops_the_rest(self):
+        self.node.options.mem_queue_size = 1
+        self.publisher.command(b"MPUB t#ephemeral", mpub_body([b"a", b"b"]))
+        self.assertAnsweredAt(OK_FRAME)
+        topic = self.node.topics["t#ephemeral"]
+        self.assertEqual((topic.depth(), topic.dropped_count), (1, 1))
+
+    def test_exiting_topic_refuses_without_answering_ok(self):
+        self.node.get_topic("t").exiting = True
+        self.publisher.command(b"MPUB t", mpub_body([b"a"]))
+        self.assertEqual(self.sent_at_put, [b""])
+        self.assertError(self.publisher, b"E_MPUB_FAILED MPUB failed exiting")
+
+    def test_dpub_is_answered_after_queueing(self):
+        self.publisher.command(b"DPUB t 1000", b"later")
+        self.assertAnsweredAt(b"")
+
+    def test_pipelined_publishes_are_answered_in_one_write(self):
+        writes = self.publisher.transport.writes
+        mpub = mpub_body([b"b"])
+        self.publisher.send(b"PUB t\n" + struct.pack(">l", 1) + b"a"
+                            + b"MPUB t\n" + struct.pack(">l", len(mpub)) + mpub)
+        self.assertEqual(self.sent_at_put, [b"", OK_FRAME * 2])
+        self.assertEqual(self.publisher.transport.writes, writes + 1)
+        self.assertEqual(self.publisher.frames(), [(RESPONSE, b"OK")] * 2)
+
+
 class IdentifyTests(Base):
     def test_feature_negotiation_reply(self):
         conn = self.conn()
