@@ -6,7 +6,6 @@ default. Any bad value stops start-up with one line on stderr and exit status 1 
 """
 from __future__ import annotations
 
-import gc
 import re
 import signal
 import sys
@@ -20,6 +19,7 @@ from nsqtx.log import set_log_level
 from nsqtx.metadata import MetadataError
 from nsqtx.node import NSQD
 from nsqtx.options import LOG_LEVELS, Options as NodeOptions, check_data_path, parse_address
+from nsqtx.tuning import tune
 from nsqtx.version import NSQD_VERSION, __version__
 
 if sys.version_info >= (3, 11):
@@ -256,30 +256,15 @@ class ExitZeroOnSignals(Service):
 class Command(MultiService):
     """The service tree `twistd nsqtx` runs. A start-up failure (a port in use, an unreadable
     nsqd.dat, a missing data path) ends the process with one line on stderr and status 1, like a
-    bad flag, instead of twistd's traceback."""
+    bad flag, instead of twistd's traceback. Once started, it tunes the interpreter for a server
+    (:mod:`nsqtx.tuning`)."""
 
     def startService(self):
         try:
             MultiService.startService(self)
         except (CannotListenError, MetadataError, OSError, ValueError) as e:
             raise SystemExit("nsqtx: %s" % (e,)) from None
-        tune_gc()
-
-
-#: CPython's collector threshold for new container objects (its default is 700), see tune_gc
-GC_THRESHOLD = 10000
-
-
-def tune_gc() -> None:
-    """Make CPython's cyclic garbage collector run less often in the server process.
-
-    Each delivery creates two container objects that live until FIN (the in-flight record and its
-    heap entry), so a consumer at 200 000 messages/s set off the default collector ~600 times a
-    second: 15% of consume throughput. Queued messages are plain bytes, which it never walks.
-    Only the twistd process is tuned; a program embedding nsqtx keeps its own settings. PyPy's
-    collector has no such threshold."""
-    if hasattr(gc, "set_threshold"):
-        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+        tune()
 
 
 def makeService(config: NSQDOptions) -> MultiService:

@@ -197,3 +197,13 @@ def decode(data: bytes):
 
 def mpub_body(bodies) -> bytes:
     return struct.pack(">l", len(bodies)) + b"".join(struct.pack(">l", len(b)) + b for b in bodies)
+
+
+class FakeJIT:
+    """Stands in for PyPy's pypyjit module (in sys.modules), recording what is set."""
+
+    def __init__(self):
+        self.params = []
+
+    def set_param(self, params: str) -> None:
+        self.params.append(params)

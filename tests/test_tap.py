@@ -20,10 +20,11 @@ from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
 import nsqtx
-from nsqtx import tap
+from nsqtx import tap, tuning
 from nsqtx.log import debug_enabled, set_log_level
 from nsqtx.node import NSQD
 from nsqtx.version import NSQD_VERSION, __version__
+from tests.support import FakeJIT
 
 HOSTNAME = socket.gethostname()
 
@@ -284,20 +285,26 @@ class MakeServiceTests(unittest.TestCase):
             tap.makeService(config)
             self.assertEqual(debug_enabled(), debug, level)
 
-    def test_started_service_tunes_cpythons_collector(self):
-        """Only the server process is tuned (see tap.tune_gc): makeService alone changes nothing."""
-        if not hasattr(gc, "get_threshold"):
-            tap.Command().startService()  # PyPy: nothing to tune, and nothing may fail
-            return
-        before = gc.get_threshold()
-        self.addCleanup(gc.set_threshold, *before)
-        gc.set_threshold(700, *before[1:])
+    def test_started_service_tunes_the_interpreter(self):
+        """Only the server process is tuned (see nsqtx.tuning): makeService alone changes nothing."""
+        jit = FakeJIT()
+        self.patch(sys, "modules", dict(sys.modules, pypyjit=jit))
+        self.patch(tuning, "_jit_chosen", lambda cmdline_path: False)
+        collector = hasattr(gc, "get_threshold")
+        if collector:
+            before = gc.get_threshold()
+            self.addCleanup(gc.set_threshold, *before)
+            gc.set_threshold(700, *before[1:])
         config = tap.Options()
         config.parseOptions([])
         tap.makeService(config)
-        self.assertEqual(gc.get_threshold()[0], 700)
+        self.assertEqual(jit.params, [])
+        if collector:
+            self.assertEqual(gc.get_threshold()[0], 700)
         tap.Command().startService()
-        self.assertEqual(gc.get_threshold(), (tap.GC_THRESHOLD,) + before[1:])
+        self.assertEqual(jit.params, [tuning.JIT_PARAMS])
+        if collector:
+            self.assertEqual(gc.get_threshold(), (tuning.GC_THRESHOLD,) + before[1:])
 
     def test_plugin(self):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}

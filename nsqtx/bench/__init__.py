@@ -35,8 +35,9 @@ Scenarios (``--scenarios``, default ``pub,sub,mem``):
 While ``pub`` and ``sub`` load runs, a thread polls ``GET /ping`` every 10 ms (``--ping-interval``;
 a new connection each time, as a health checker would); the table shows its 99th percentile
 latency, the server's CPU use (% of one CPU) and, in the notes, CPU taken meanwhile by unrelated
-processes, which makes the figures noisy. A ``/ping`` takes an idle PyPy server 1.1 ms of CPU while
-the path is new to its JIT, 0.18 ms once some thousands have been answered. Under a consume load,
+processes, which makes the figures noisy. A ``/ping`` took an idle PyPy server 3-4 ms of CPU while
+the path was new to its JIT, 0.6 ms after 9 s of them (1.8 ms after a minute without the
+``decay=0`` of :mod:`nsqtx.tuning`); CPython 1.2 ms. Under a consume load,
 polling every 10 ms lowered a warm PyPy consume by 20-30% when ``/ping`` was new to the server,
 and by 5% and 18% in two rounds after a 6 s warm-up polled as well; ``--ping-interval 0``
 measures without it. The server's own warnings and errors are printed after the table. ``--json``

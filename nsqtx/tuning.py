@@ -1,0 +1,56 @@
+"""How `twistd nsqtx` tunes the interpreter it runs in, for a long-lived server rather than a script.
+
+Only the twistd process is tuned (:meth:`nsqtx.tap.Command.startService`): a program embedding
+nsqtx keeps its interpreter's settings.
+"""
+from __future__ import annotations
+
+import gc
+
+#: CPython's collector threshold for new container objects (its default is 700), see tune_gc
+GC_THRESHOLD = 10000
+#: what tune_jit sets on PyPy: counters that never decay (its default is decay=40)
+JIT_PARAMS = "decay=0"
+
+
+def tune() -> None:
+    tune_gc()
+    tune_jit()
+
+
+def tune_gc() -> None:
+    """Make CPython's cyclic garbage collector run less often in the server process.
+
+    Each delivery creates two container objects that live until FIN (the in-flight record and its
+    heap entry), so a consumer at 200 000 messages/s set off the default collector ~600 times a
+    second: 15% of consume throughput. Queued messages are plain bytes, which it never walks.
+    PyPy's collector has no such threshold."""
+    if hasattr(gc, "set_threshold"):
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def tune_jit(cmdline_path: str = "/proc/self/cmdline") -> None:
+    """Let PyPy's JIT compile what the server runs often but not all the time.
+
+    PyPy counts how often each function and loop runs and compiles it past a threshold, but decays
+    every count as it goes, so what runs only ~100 times a second is interpreted forever: a health
+    checker's ``/ping`` on a new connection every 10 ms still cost a server 1.8 ms of CPU per
+    request after a minute (0.5 ms with counts that never decay), which a publisher waiting for its
+    ``OK`` meanwhile lost as throughput. A server runs for days, so whatever it has run a few
+    thousand times is worth compiling. An interpreter started with its own ``--jit`` is left as
+    it is (read from `cmdline_path`, where Linux keeps the interpreter's arguments)."""
+    try:
+        import pypyjit
+    except ImportError:
+        return
+    if not _jit_chosen(cmdline_path):
+        pypyjit.set_param(JIT_PARAMS)
+
+
+def _jit_chosen(cmdline_path: str) -> bool:
+    try:
+        with open(cmdline_path, "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"--jit" in args
