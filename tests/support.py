@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import struct
+import sys
 import tempfile
 
 from twisted.internet import defer, protocol, reactor
@@ -200,10 +201,24 @@ def mpub_body(bodies) -> bytes:
 
 
 class FakeJIT:
-    """Stands in for PyPy's pypyjit module (in sys.modules), recording what is set."""
+    """Stands in for PyPy's pypyjit module, recording what is set."""
 
     def __init__(self):
         self.params = []
 
     def set_param(self, params: str) -> None:
         self.params.append(params)
+
+
+def replace_module(case, name: str, module) -> None:
+    """Make ``import <name>`` give `module` (None: raise ImportError) until `case` ends."""
+    missing = object()
+    saved = sys.modules.get(name, missing)
+    sys.modules[name] = module
+
+    def restore():
+        if saved is missing:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = saved
+    case.addCleanup(restore)

@@ -24,7 +24,7 @@ from nsqtx import tap, tuning
 from nsqtx.log import debug_enabled, set_log_level
 from nsqtx.node import NSQD
 from nsqtx.version import NSQD_VERSION, __version__
-from tests.support import FakeJIT
+from tests.support import FakeJIT, replace_module
 
 HOSTNAME = socket.gethostname()
 
@@ -288,7 +288,7 @@ class MakeServiceTests(unittest.TestCase):
     def test_started_service_tunes_the_interpreter(self):
         """Only the server process is tuned (see nsqtx.tuning): makeService alone changes nothing."""
         jit = FakeJIT()
-        self.patch(sys, "modules", dict(sys.modules, pypyjit=jit))
+        replace_module(self, "pypyjit", jit)
         self.patch(tuning, "_jit_chosen", lambda cmdline_path: False)
         collector = hasattr(gc, "get_threshold")
         if collector:

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from twisted.trial import unittest
 
 from nsqtx import tuning
-from tests.support import FakeJIT
+from tests.support import FakeJIT, replace_module
 
 
 class TuneJITTests(unittest.TestCase):
@@ -19,7 +18,7 @@ class TuneJITTests(unittest.TestCase):
 
     def with_jit(self) -> FakeJIT:
         jit = FakeJIT()
-        self.patch(sys, "modules", dict(sys.modules, pypyjit=jit))
+        replace_module(self, "pypyjit", jit)
         return jit
 
     def test_counters_never_decay(self):
@@ -40,5 +39,5 @@ class TuneJITTests(unittest.TestCase):
 
     def test_no_jit(self):
         """CPython: nothing to tune, and nothing fails."""
-        self.patch(sys, "modules", dict(sys.modules, pypyjit=None))
+        replace_module(self, "pypyjit", None)
         tuning.tune_jit(self.cmdline(b"python3", b"-m", b"twisted", b"nsqtx"))
