@@ -18,7 +18,8 @@ from twisted.trial import unittest
 
 from nsqtx.bench.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args, rerun_stale,
                              run_rounds)
-from nsqtx.bench.meters import _percentile
+from nsqtx.bench import meters
+from nsqtx.bench.meters import CPUMeter, _percentile, machine_seconds
 from nsqtx.bench.errors import BenchError
 from nsqtx.bench.report import describe_nsqd, format_table, median_rows
 from nsqtx.bench.scenarios import Bench, next_backlog
@@ -444,6 +445,49 @@ class PercentileTests(unittest.TestCase):
         self.assertEqual(_percentile([0.25, 0.5], 0), 0.25)
         self.assertEqual(_percentile([0.003], 99), 0.003)
 
+
+
+class MachineSecondsTests(unittest.TestCase):
+    def stat(self, first_line: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(first_line + "\ncpu0 1 1 1 1 1 1 1 1 0 0\n")
+        return path
+
+    def test_processes_interrupts_and_steal_apart(self):
+        tick = float(os.sysconf("SC_CLK_TCK"))
+        path = self.stat("cpu  100 20 30 4000 50 6 7 8 9 10")
+        self.assertEqual(machine_seconds(path), (150 / tick, 13 / tick, 8 / tick))
+
+    def test_kernel_without_steal(self):
+        tick = float(os.sysconf("SC_CLK_TCK"))
+        self.assertEqual(machine_seconds(self.stat("cpu 1 2 3 4 5 6 7")), (6 / tick, 13 / tick, 0.0))
+
+
+class CPUMeterTests(unittest.TestCase):
+    def test_shares_of_one_cpu(self):
+        """Other processes are what processes ran besides the server and the bench (with nsqload)."""
+        readings = iter([(10.0, 3.0, 1.0, 50.0, 5.0, 2.0), (12.0, 4.0, 1.5, 52.0, 5.2, 2.1)])
+        now = {}
+
+        class Clock:
+            @staticmethod
+            def monotonic():
+                now.update(zip(("wall", "server", "own", "processes", "interrupts", "steal"), next(readings)))
+                return now["wall"]
+
+        class Server:
+            @staticmethod
+            def cpu_seconds():
+                return now["server"]
+
+        self.patch(meters, "time", Clock)
+        self.patch(meters, "_own_seconds", lambda: now["own"])
+        self.patch(meters, "machine_seconds", lambda: (now["processes"], now["interrupts"], now["steal"]))
+        use = CPUMeter(Server).read()
+        self.assertEqual(sorted(use), ["interrupts", "other", "server", "steal"])
+        for name, pct in [("server", 50.0), ("other", 25.0), ("interrupts", 10.0), ("steal", 5.0)]:
+            self.assertAlmostEqual(use[name], pct, msg=name)
 
 _FAKE_NSQD = """
 import http.server, json, sys

@@ -35,7 +35,8 @@ Scenarios (``--scenarios``, default ``pub,sub,mem``):
 While ``pub`` and ``sub`` load runs, a thread polls ``GET /ping`` every 10 ms (``--ping-interval``;
 a new connection each time, as a health checker would); the table shows its 99th percentile
 latency, the server's CPU use (% of one CPU) and, in the notes, CPU taken meanwhile by unrelated
-processes, which makes the figures noisy. A ``/ping`` took an idle PyPy server 3-4 ms of CPU while
+processes and by the hypervisor for other machines (steal), which makes the figures noisy; time
+spent on interrupts, much of it the load's own loopback traffic, is only in ``--json``. A ``/ping`` took an idle PyPy server 3-4 ms of CPU while
 the path was new to its JIT, 0.6 ms after 9 s of them (1.8 ms after a minute without the
 ``decay=0`` of :mod:`nsqtx.tuning`); CPython 1.2 ms. Under a consume load,
 polling every 10 ms lowered a warm PyPy consume by 20-30% when ``/ping`` was new to the server,

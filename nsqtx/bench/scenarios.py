@@ -16,7 +16,8 @@ from nsqtx.bench.settings import CHANNEL, TOPIC
 SUB_RDY = 2500
 #: publishes per second above any measured here, Go nsqd's included (1.4M)
 PUB_RATE_BOUND = 5000000
-#: CPU used by unrelated processes during a load (% of one CPU) above which a row says so
+#: CPU used by unrelated processes and stolen by the hypervisor during a load (% of one CPU) above
+#: which a row says so
 OTHER_CPU_NOTE = 15.0
 
 
@@ -123,9 +124,12 @@ class Bench:
             if watcher is not None:
                 row["drained_after"] = watcher.finish()
         if server.alive():
-            row["server_cpu_pct"], row["other_cpu_pct"] = cpu.read()
-            if row["other_cpu_pct"] > OTHER_CPU_NOTE:
-                row["notes"].append("other processes used %.0f%% CPU meanwhile: expect noise" % row["other_cpu_pct"])
+            use = cpu.read()
+            row.update(server_cpu_pct=use["server"], other_cpu_pct=use["other"],
+                       interrupts_cpu_pct=use["interrupts"], steal_cpu_pct=use["steal"])
+            if use["other"] + use["steal"] > OTHER_CPU_NOTE:
+                row["notes"].append("other processes used %.0f%% CPU and the hypervisor took %.0f%% meanwhile: "
+                                    "expect noise" % (use["other"], use["steal"]))
         row.update(msgs=result.msgs, secs=result.secs, rate=result.rate)
         if row["ping"]["errors"]:
             row["notes"].append("%d /ping failures (%s)" % (row["ping"]["errors"], row["ping"]["first_error"]))
