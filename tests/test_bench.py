@@ -8,11 +8,14 @@ import contextlib
 import http.server
 import io
 import json
+import mmap
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
+import types
 
 from twisted.trial import unittest
 
@@ -467,27 +470,52 @@ class MachineSecondsTests(unittest.TestCase):
 class CPUMeterTests(unittest.TestCase):
     def test_shares_of_one_cpu(self):
         """Other processes are what processes ran besides the server and the bench (with nsqload)."""
-        readings = iter([(10.0, 3.0, 1.0, 50.0, 5.0, 2.0), (12.0, 4.0, 1.5, 52.0, 5.2, 2.1)])
+        readings = iter([(10.0, 3.0, 0.5, 1000, 1.0, 50.0, 5.0, 2.0), (12.0, 4.0, 0.8, 1700, 1.5, 52.0, 5.2, 2.1)])
         now = {}
 
         class Clock:
             @staticmethod
             def monotonic():
-                now.update(zip(("wall", "server", "own", "processes", "interrupts", "steal"), next(readings)))
+                now.update(zip(("wall", "server", "kernel", "faults", "own", "processes", "interrupts", "steal"),
+                               next(readings)))
                 return now["wall"]
 
         class Server:
             @staticmethod
-            def cpu_seconds():
-                return now["server"]
+            def usage():
+                return now["server"], now["kernel"], now["faults"]
 
         self.patch(meters, "time", Clock)
         self.patch(meters, "_own_seconds", lambda: now["own"])
         self.patch(meters, "machine_seconds", lambda: (now["processes"], now["interrupts"], now["steal"]))
         use = CPUMeter(Server).read()
-        self.assertEqual(sorted(use), ["interrupts", "other", "server", "steal"])
-        for name, pct in [("server", 50.0), ("other", 25.0), ("interrupts", 10.0), ("steal", 5.0)]:
+        self.assertEqual(sorted(use), ["faults", "interrupts", "other", "server", "server_kernel", "steal"])
+        self.assertEqual(use["faults"], 700)
+        for name, pct in [("server", 50.0), ("server_kernel", 15.0), ("other", 25.0), ("interrupts", 10.0),
+                          ("steal", 5.0)]:
             self.assertAlmostEqual(use[name], pct, msg=name)
+
+
+class ServerUsageTests(unittest.TestCase):
+    def test_cpu_kernel_time_and_page_faults_of_the_process(self):
+        """Read from /proc/<pid>/stat: here, this process's own, while it touches 40 000 fresh pages
+        (the kernel zeroes each, a few ms per thousand)."""
+        server = Server(["/go/nsqd"], 7)
+        self.addCleanup(shutil.rmtree, server.data_path)
+        server.proc = types.SimpleNamespace(pid=os.getpid())
+        _, kernel, faults = server.usage()
+        pages = mmap.mmap(-1, 40000 * mmap.PAGESIZE)
+        self.addCleanup(pages.close)
+        for offset in range(0, len(pages), mmap.PAGESIZE):
+            pages[offset] = 1
+        cpu_after, kernel_after, faults_after = server.usage()
+        times = os.times()
+        self.assertGreaterEqual(faults_after - faults, 40000)
+        self.assertLess(faults_after - faults, 80000)
+        self.assertGreater(kernel_after - kernel, 0.03)
+        self.assertAlmostEqual(cpu_after, times.user + times.system, delta=0.05)
+        self.assertAlmostEqual(kernel_after, times.system, delta=0.05)
+
 
 _FAKE_NSQD = """
 import http.server, json, sys

@@ -46,13 +46,16 @@ class CPUMeter:
         self.start = self._now()
 
     def _now(self) -> tuple:
-        return (time.monotonic(), self.server.cpu_seconds(), _own_seconds()) + machine_seconds()
+        return (time.monotonic(),) + self.server.usage() + (_own_seconds(),) + machine_seconds()
 
     def read(self) -> dict:
-        """% of one CPU since construction: "server", "other" (other processes), "interrupts" and
-        "steal" (see machine_seconds)."""
-        wall, server, own, processes, interrupts, steal = (a - b for a, b in zip(self._now(), self.start))
-        return {"server": 100.0 * server / wall, "other": 100.0 * max(0.0, processes - server - own) / wall,
+        """% of one CPU since construction: "server" (of which "server_kernel"), "other" (other
+        processes), "interrupts" and "steal" (see machine_seconds); and the server's minor page
+        "faults" (a count)."""
+        wall, server, kernel, faults, own, processes, interrupts, steal = (
+            a - b for a, b in zip(self._now(), self.start))
+        return {"server": 100.0 * server / wall, "server_kernel": 100.0 * kernel / wall, "faults": faults,
+                "other": 100.0 * max(0.0, processes - server - own) / wall,
                 "interrupts": 100.0 * interrupts / wall, "steal": 100.0 * steal / wall}
 
 

@@ -189,7 +189,15 @@ class Server:
     def peak_rss(self) -> int:
         return int(self._status()["VmHWM"].split()[0]) * 1024
 
-    def cpu_seconds(self) -> float:
+    def usage(self) -> tuple:
+        """(CPU seconds, of which in the kernel, minor page faults) since the server started.
+
+        The faults are kept because on the VM measured here new memory costs 6x more (15-18 us a
+        page rather than 2.5) past the 1.5-3 GB of free memory the host has backed (it takes freed
+        memory back within seconds), and a publishing server grows all the time: the kernel's share
+        tells that apart from the server's own work."""
         with open("/proc/%d/stat" % self.proc.pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        user, system = int(fields[11]), int(fields[12])
+        return (user + system) / tick, system / tick, int(fields[7])
