@@ -22,11 +22,11 @@ from twisted.trial import unittest
 from nsqtx.bench.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args, rerun_stale,
                              run_rounds)
 from nsqtx.bench import meters
-from nsqtx.bench.meters import CPUMeter, _percentile, machine_seconds
+from nsqtx.bench.meters import CPUMeter, _percentile, machine_seconds, ping_burst
 from nsqtx.bench.errors import BenchError
 from nsqtx.bench.report import describe_nsqd, format_table, median_rows
 from nsqtx.bench.scenarios import Bench, next_backlog
-from nsqtx.bench.server import Server, nsqtx_command
+from nsqtx.bench.server import Server, free_port, nsqtx_command
 
 
 def _row(python="/py/a", mode="pub", connections=1, **fields) -> dict:
@@ -76,6 +76,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual(args.sub_warmup, 0.0)
         self.assertEqual(args.pub_warmup, 0.0)
         self.assertEqual(args.ping_interval, 0.01)
+        self.assertEqual(args.ping_warmup, 0)
         self.assertFalse(args.json)
         self.assertEqual(args.nsqd, [])
         self.assertEqual(args.servers, [sys.executable])
@@ -94,7 +95,7 @@ class ParseArgsTests(unittest.TestCase):
                            "--seconds", "0.5", "--messages", "1000", "--connections", "8, 1,256",
                            "--size", "10", "--batch", "3", "--mem-queue-size", "0", "--nsqload-src", "x.c",
                            "--repeat", "3", "--sub-warmup", "1.5", "--ping-interval", "0", "--json",
-                           "--pub-warmup", "2.5"])
+                           "--pub-warmup", "2.5", "--ping-warmup", "1500"])
         self.assertEqual(args.python, ["/py/a", "/py/b"])
         self.assertEqual(args.scenarios, ["mem", "pub"])
         self.assertEqual(args.seconds, 0.5)
@@ -106,6 +107,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual(args.sub_warmup, 1.5)
         self.assertEqual(args.pub_warmup, 2.5)
         self.assertEqual(args.ping_interval, 0.0)
+        self.assertEqual(args.ping_warmup, 1500)
         self.assertTrue(args.json)
 
     def test_rejected_values(self):
@@ -121,6 +123,8 @@ class ParseArgsTests(unittest.TestCase):
         for flag in ("--pub-warmup", "--sub-warmup", "--ping-interval"):
             for value in ("-1", "nan"):
                 self.assertIn("%s must not be negative" % flag, self._rejected([flag, value]))
+        self.assertIn("--ping-warmup must not be negative", self._rejected(["--ping-warmup", "-1"]))
+        self.assertIn("argument --ping-warmup", self._rejected(["--ping-warmup", "1.5"]))
 
     def test_int_list(self):
         self.assertEqual(_int_list("1,2, 4,"), [1, 2, 4])
@@ -142,12 +146,13 @@ class ParseArgsTests(unittest.TestCase):
 
 
 class _PingCounter(http.server.BaseHTTPRequestHandler):
-    """Answers /stats with the server's `stats` document, anything else with OK (counting /pings)."""
+    """Answers /stats with the server's `stats` document, anything else with OK (counting /pings),
+    with the server's `status`."""
 
     def do_GET(self):
         self.server.pings += self.path == "/ping"
         body = json.dumps(self.server.stats).encode() if self.path.startswith("/stats") else b"OK"
-        self.send_response(200)
+        self.send_response(self.server.status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -161,6 +166,7 @@ def _http_server(test: unittest.TestCase):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PingCounter)
     server.pings = 0
     server.stats = {}
+    server.status = 200
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     test.addCleanup(thread.join)
@@ -211,6 +217,50 @@ class WarmUpTests(unittest.TestCase):
     def test_no_polling_with_an_interval_of_zero(self):
         msgs, ping = self._warm_up("0")
         self.assertEqual((msgs, ping["count"], self.http.pings), (42, 0, 0))
+
+
+class PingWarmUpTests(unittest.TestCase):
+    def setUp(self):
+        self.http = _http_server(self)
+
+    def test_a_burst_counts_what_was_answered(self):
+        self.assertEqual(ping_burst(self.http.server_address[1], 7), {"count": 7, "errors": 0, "first_error": ""})
+        self.assertEqual(self.http.pings, 7)
+
+    def test_a_burst_answered_with_an_error_status(self):
+        self.http.status = 503
+        self.assertEqual(ping_burst(self.http.server_address[1], 2),
+                         {"count": 0, "errors": 2, "first_error": "HTTP 503"})
+
+    def test_a_burst_that_nobody_answers(self):
+        ping = ping_burst(free_port(), 2)
+        self.assertEqual((ping["count"], ping["errors"]), (0, 2))
+        self.assertIn("ConnectionRefusedError", ping["first_error"])
+
+    def _sub_until_it_fills(self, *argv):
+        """Bench.sub up to the point where it creates the channel to fill: (/pings answered by then,
+        the row's notes)."""
+        class Filling(Exception):
+            pass
+
+        pinged = []
+
+        def create_channel(topic, channel):
+            pinged.append(self.http.pings)
+            raise Filling()
+
+        server = argparse.Namespace(http_port=self.http.server_address[1], create_channel=create_channel)
+        bench = Bench(parse_args(list(argv)), "nsqload", "/py/a", "CPython", ["/py/a"])
+        row = bench.row("sub", 1, 100)
+        self.assertRaises(Filling, bench.sub, server, row)
+        return pinged[0], row["notes"]
+
+    def test_a_sub_run_pings_before_it_fills_the_backlog(self):
+        self.assertEqual(self._sub_until_it_fills("--ping-warmup", "5"),
+                         (5, ["5 /ping answered one after another before the load"]))
+
+    def test_none_by_default(self):
+        self.assertEqual(self._sub_until_it_fills(), (0, []))
 
 
 class MemQueueSizeTests(unittest.TestCase):
@@ -593,6 +643,11 @@ class GoNsqdTests(unittest.TestCase):
         row, flags, calls = self._pub("--seconds", "0.2", "--pub-warmup", "0.1")
         self.assertEqual(calls, [["0.1", "2"], ["0.2", "2"]])
         self.assertIn("1000 published and 0 /ping answered in a 0.1s warm-up before", row["notes"])
+
+    def test_a_pub_run_pings_before_its_warm_up(self):
+        row, flags, calls = self._pub("--seconds", "0.2", "--pub-warmup", "0.1", "--ping-warmup", "1")
+        self.assertEqual(row["notes"][:2], ["1 /ping answered one after another before the load",
+                                            "1000 published and 0 /ping answered in a 0.1s warm-up before"])
 
     def test_a_pub_run_that_spilled_to_disk_says_so(self):
         row, flags, calls = self._pub("--seconds", "0.2", spilled=1234)

@@ -43,7 +43,10 @@ pool slows down). A ``/ping`` took an idle PyPy server 3-4 ms of CPU while the p
 its JIT, 0.6 ms after 9 s of them (1.8 ms after a minute without the ``decay=0`` of
 :mod:`nsqtx.tuning`); CPython 1.2 ms. Under a consume load, polling every 10 ms lowered a warm
 PyPy consume by 20-30% when ``/ping`` was new to the server, and by 5% and 18% in two rounds
-after a 6 s warm-up polled as well; ``--ping-interval 0`` measures without it. The server's own
+after a 6 s warm-up polled as well; ``--ping-interval 0`` measures without it. ``--ping-warmup N``
+first sends N /pings one after another to each pub and sub run's fresh server, before it fills
+or warms up: with 1500, a PyPy server's /ping path is compiled before the load, as a long-running
+server's is by its health checks. The server's own
 warnings and errors are printed after the table. ``--json`` gives every figure (also /ping p50 and
 max, RSS, fill rates) for machines.
 

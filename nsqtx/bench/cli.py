@@ -85,6 +85,10 @@ def parse_args(argv):
                         help="how often a second client GETs /ping during pub and sub loads, for the "
                              "/ping p99 column; 0 for none (each /ping costs the server some CPU; "
                              "default: 0.01)")
+    parser.add_argument("--ping-warmup", type=int, default=0, metavar="N",
+                        help="GET /ping N times, one after another, before each pub and sub run's fill and "
+                             "warm-up: a long-running server's health checks (PyPy's JIT compiles the /ping "
+                             "path after about 1000; default: 0)")
     parser.add_argument("--nsqload-src", default=DEFAULT_NSQLOAD_SRC, metavar="PATH",
                         help="nsqload.c to build (default: %s)" % DEFAULT_NSQLOAD_SRC)
     parser.add_argument("--repeat", type=_positive(int), default=1, metavar="N",
@@ -94,7 +98,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.mem_queue_size is not None and args.mem_queue_size < 0:
         parser.error("--mem-queue-size must not be negative")
-    for name in ("pub_warmup", "sub_warmup", "ping_interval"):
+    for name in ("pub_warmup", "sub_warmup", "ping_interval", "ping_warmup"):
         if not getattr(args, name) >= 0:
             parser.error("--%s must not be negative" % name.replace("_", "-"))
     args.python = args.python or [sys.executable]
@@ -159,7 +163,7 @@ def main(argv=None) -> int:
     rows = median_rows(runs, args) if args.repeat > 1 else runs
     if args.json:
         names = ("servers", "seconds", "pub_warmup", "sub_warmup", "messages", "connections", "size", "batch",
-                 "mem_queue_size", "scenarios", "repeat", "ping_interval")
+                 "mem_queue_size", "scenarios", "repeat", "ping_interval", "ping_warmup")
         settings = {name: getattr(args, name) for name in names}
         settings.update(source=source_version(), cpus=os.cpu_count())
         json.dump({"settings": settings, "results": rows, "runs": runs}, sys.stdout, indent=2)

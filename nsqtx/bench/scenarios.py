@@ -7,7 +7,7 @@ import sys
 import time
 
 from nsqtx.bench.errors import ScenarioError
-from nsqtx.bench.meters import CPUMeter, DrainWatcher, PingPoller
+from nsqtx.bench.meters import CPUMeter, DrainWatcher, PingPoller, ping_burst
 from nsqtx.bench.nsqload import Load, LoadResult
 from nsqtx.bench.server import Server
 from nsqtx.bench.settings import CHANNEL, TOPIC
@@ -210,8 +210,19 @@ class Bench:
             row["notes"].append("%d /ping failures in the warm-up (%s)" % (ping["errors"], ping["first_error"]))
         return msgs
 
+    def _ping_warm_up(self, server: Server, row: dict) -> None:
+        """--ping-warmup /pings one after another, noted in `row`."""
+        count = self.args.ping_warmup
+        if count <= 0:
+            return
+        ping = ping_burst(server.http_port, count)
+        row["notes"].append("%d /ping answered one after another before the load" % ping["count"])
+        if ping["errors"]:
+            row["notes"].append("%d /ping failures before the load (%s)" % (ping["errors"], ping["first_error"]))
+
     def pub(self, server: Server, row: dict) -> None:
         a = self.args
+        self._ping_warm_up(server, row)
 
         def publish(secs: float):
             return ["pub", server.tcp_port, TOPIC, a.size, a.batch, secs, row["connections"]]
@@ -225,6 +236,7 @@ class Bench:
 
     def sub(self, server: Server, row: dict) -> None:
         seconds = self.args.seconds
+        self._ping_warm_up(server, row)
         server.create_channel(TOPIC, CHANNEL)
         backlog = self.fill(server, row["backlog"])
         row["filled"] = backlog.msgs
