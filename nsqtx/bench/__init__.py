@@ -46,9 +46,8 @@ PyPy consume by 20-30% when ``/ping`` was new to the server, and by 5% and 18% i
 after a 6 s warm-up polled as well; ``--ping-interval 0`` measures without it. ``--ping-warmup N``
 first sends N /pings one after another to each pub and sub run's fresh server, before it fills
 or warms up: with 1500, a PyPy server's /ping path is compiled before the load, as a long-running
-server's is by its health checks. The server's own
-warnings and errors are printed after the table. ``--json`` gives every figure (also /ping p50 and
-max, RSS, fill rates) for machines.
+server's is by its health checks. The server's own warnings and errors are printed after the
+table. ``--json`` gives every figure (also /ping p50 and max, RSS, fill rates) for machines.
 
 Examples::
 

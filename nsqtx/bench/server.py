@@ -193,7 +193,7 @@ class Server:
         """(CPU seconds, of which in the kernel, minor page faults) since the server started.
 
         The faults are kept because on the VM measured here new memory costs 6x more (15-18 us a
-        page rather than 2.5) past the 1.5-3 GB of free memory the host has backed (it takes freed
+        page rather than 2.5) past the 1.5-3.25 GB of free memory the host has backed (it takes freed
         memory back within seconds), and a publishing server grows all the time: the kernel's share
         tells that apart from the server's own work."""
         with open("/proc/%d/stat" % self.proc.pid) as f:
