@@ -267,11 +267,17 @@ class Command(MultiService):
         tune()
 
 
+def server_service(options: NodeOptions, reactor) -> Command:
+    """The service tree of a server process, so that `twistd nsqtx` and a deployment's .tac file
+    (``tac/nsqd.tac``) start, tune and stop the same way."""
+    top = Command()
+    NSQD(options).setServiceParent(top)
+    ExitZeroOnSignals(reactor).setServiceParent(top)
+    return top
+
+
 def makeService(config: NSQDOptions) -> MultiService:
     from twisted.internet import reactor
 
     set_log_level(config.options.log_level)
-    top = Command()
-    NSQD(config.options).setServiceParent(top)
-    ExitZeroOnSignals(reactor).setServiceParent(top)
-    return top
+    return server_service(config.options, reactor)

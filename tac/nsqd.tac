@@ -8,12 +8,12 @@ from twisted.application import service
 
 from twisted.internet import reactor
 
-from nsqtx import NSQD, Options
-from nsqtx.tap import ExitZeroOnSignals
+from nsqtx import Options
+from nsqtx.tap import server_service
 
 options = Options()
 
 application = service.Application("nsqd")
-NSQD(options).setServiceParent(application)
-# SIGTERM/SIGINT: stop cleanly and exit 0, as `twistd nsqtx` does.
-ExitZeroOnSignals(reactor).setServiceParent(application)
+# The service tree `twistd nsqtx` runs: a start-up error is one line on stderr and exit status 1,
+# the interpreter is tuned for a server (nsqtx.tuning), and SIGTERM/SIGINT stop cleanly and exit 0.
+server_service(options, reactor).setServiceParent(application)

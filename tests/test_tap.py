@@ -15,7 +15,7 @@ import time
 import urllib.request
 import zlib
 
-from twisted.application.service import IService, IServiceMaker
+from twisted.application.service import IService, IServiceCollection, IServiceMaker, loadApplication
 from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
@@ -305,6 +305,17 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual(jit.params, [tuning.JIT_PARAMS])
         if collector:
             self.assertEqual(gc.get_threshold(), (tuning.GC_THRESHOLD,) + before[1:])
+
+    def test_tac_runs_the_same_tree(self):
+        """The deployment example starts, tunes and stops as `twistd nsqtx` does."""
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tac", "nsqd.tac")
+        [top] = list(IServiceCollection(loadApplication(path, "python")))
+        self.assertIsInstance(top, tap.Command)
+        node = top.getServiceNamed("nsqd")
+        self.assertIsInstance(node, NSQD)
+        self.assertEqual(vars(node.options), vars(nsqtx.Options()))
+        self.assertIsInstance(top.getServiceNamed("exit-zero-on-signals"), tap.ExitZeroOnSignals)
+        self.assertFalse(node.running)
 
     def test_plugin(self):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
