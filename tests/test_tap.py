@@ -271,12 +271,8 @@ class MakeServiceTests(unittest.TestCase):
         config = tap.Options()
         config.parseOptions(["--tcp-address=127.0.0.1:0", "--http-address=127.0.0.1:0"])
         top = tap.makeService(config)
-        node = top.getServiceNamed("nsqd")
-        self.assertIsInstance(node, NSQD)
-        self.assertIs(node.options, config.options)
         self.assertTrue(IService.providedBy(top))
-        self.assertIsInstance(top.getServiceNamed("exit-zero-on-signals"), tap.ExitZeroOnSignals)
-        self.assertFalse(node.running)
+        self.assertIs(self.assertServerTree(top).options, config.options)
 
     def test_sets_log_level(self):
         for level, debug in [("debug", True), ("error", False)]:
@@ -310,12 +306,17 @@ class MakeServiceTests(unittest.TestCase):
         """The deployment example starts, tunes and stops as `twistd nsqtx` does."""
         path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tac", "nsqd.tac")
         [top] = list(IServiceCollection(loadApplication(path, "python")))
+        self.assertEqual(vars(self.assertServerTree(top).options), vars(nsqtx.Options()))
+
+    def assertServerTree(self, top) -> NSQD:
+        """What `twistd nsqtx` runs, not yet started: a Command (which tunes the interpreter and
+        makes start-up errors one line) holding the node and the signal handlers; returns the node."""
         self.assertIsInstance(top, tap.Command)
         node = top.getServiceNamed("nsqd")
         self.assertIsInstance(node, NSQD)
-        self.assertEqual(vars(node.options), vars(nsqtx.Options()))
         self.assertIsInstance(top.getServiceNamed("exit-zero-on-signals"), tap.ExitZeroOnSignals)
         self.assertFalse(node.running)
+        return node
 
     def test_plugin(self):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
