@@ -22,6 +22,7 @@ from nsqtx.bench.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenari
                              run_rounds)
 from nsqtx.bench import meters
 from nsqtx.bench.meters import CPUMeter, _percentile, machine_seconds, ping_burst
+from nsqtx.bench.nsqload import LoadResult
 from nsqtx.bench.errors import BenchError
 from nsqtx.bench.report import describe_nsqd, format_table, median_rows
 from nsqtx.bench.scenarios import Bench, next_backlog
@@ -217,6 +218,37 @@ class WarmUpTests(unittest.TestCase):
         msgs, ping = self._warm_up("0")
         self.assertEqual((msgs, ping["count"], self.http.pings), (42, 0, 0))
 
+    def _sub_until_measured(self, depth: int) -> dict:
+        """Bench.sub with a backlog of 100 that /stats says is `depth` deep, up to the measured run."""
+        class Measured(Exception):
+            pass
+
+        class Filled(Bench):
+            def fill(self, server, count):
+                return LoadResult(count, 1.0)
+
+            def _load(self, *args, **kwargs):
+                raise Measured()
+
+        self.server.channel_stats = lambda topic, channel: {"depth": depth}
+        self.server.create_channel = lambda topic, channel: None
+        self.server.tcp_port = 4150
+        bench = Filled(parse_args(["--sub-warmup", "0.3", "--ping-interval", "0"]), self.nsqload, sys.executable,
+                       "CPython", nsqtx_command(sys.executable))
+        row = bench.row("sub", 1, 100)
+        self.assertRaises(Measured, bench.sub, self.server, row)
+        return row
+
+    def test_a_sub_warm_up_notes_when_the_backlog_ran_out(self):
+        row = self._sub_until_measured(0)
+        self.assertEqual(row["warmup_msgs"], 42)
+        self.assertGreater(row["warmup_drained_after"], 0)
+        self.assertLess(row["warmup_drained_after"], 0.3)
+
+    def test_a_sub_warm_up_that_left_a_backlog(self):
+        row = self._sub_until_measured(5)
+        self.assertEqual((row["warmup_msgs"], row["warmup_drained_after"]), (42, None))
+
 
 class PingWarmUpTests(unittest.TestCase):
     def setUp(self):
@@ -293,6 +325,35 @@ class NextBacklogTests(unittest.TestCase):
         self.assertEqual(next_backlog(1000000, 1000000, 0, 3.9, 4.0, 8000000), 2000000)
         self.assertEqual(next_backlog(1000000, 1000000, 0, 1.9, 4.0, 8000000), 2700000)
         self.assertEqual(next_backlog(1000000, 1000000, 0, 0.1, 4.0, 8000000), 8000000)
+
+    def test_a_warm_up_that_emptied_it_sets_the_pace_for_itself_and_the_run(self):
+        # 3M consumed in the first 1.2 s of a 5 s warm-up: 28.125M last 1.25 x (5 + 4) s
+        self.assertEqual(next_backlog(3000000, 3000000, 2999000, 0.1, 4.0, 40000000, 5.0, 1.2), 28200000)
+        self.assertEqual(next_backlog(3000000, 3000000, 2999000, 0.1, 4.0, 24000000, 5.0, 1.2), 24000000)
+        self.assertEqual(next_backlog(1000000, 1000000, 1000000, 0.1, 4.0, 8000000, 5.0, 4.9), 2300000)
+        self.assertEqual(next_backlog(1000000, 1000000, 1000000, 0.1, 1.0, 8000000, 5.0, 5.0), 2000000)
+
+
+class SubUntilBusyTests(unittest.TestCase):
+    def test_a_warm_up_that_emptied_the_backlog_raises_it_at_the_warm_up_pace(self):
+        backlogs = []
+
+        class EmptiedInTheWarmUp(Bench):
+            """The first run's warm-up consumes all 3M in 1.2 s; the second's lasts."""
+
+            def _guarded(self, row, method):
+                backlogs.append(row["backlog"])
+                first = len(backlogs) == 1
+                row.update(filled=row["backlog"], warmup_msgs=row["backlog"] if first else 0, drained=first,
+                           drained_after=0.1 if first else None, warmup_drained_after=1.2 if first else None)
+                return row
+
+        args = parse_args(["--messages", "3000000", "--sub-warmup", "5", "--seconds", "4"])
+        bench = EmptiedInTheWarmUp(args, "nsqload", "/py/a", "PyPy", ["/py/a"])
+        with contextlib.redirect_stderr(io.StringIO()):
+            bench.sub_until_busy(1)
+        # 1.25 x (5 + 4) s at 2.5M/s, capped at 8 x --messages
+        self.assertEqual(backlogs, [3000000, 24000000])
 
 
 class _FakeBench:

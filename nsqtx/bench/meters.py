@@ -83,6 +83,13 @@ class DrainWatcher(threading.Thread):
         self.join(PING_TIMEOUT + 1)
         return self.drained_after
 
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.finish()
+
 
 # -- /ping latency under load
 

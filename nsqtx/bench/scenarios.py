@@ -22,13 +22,21 @@ OTHER_CPU_NOTE = 15.0
 
 
 def next_backlog(backlog: int, filled: int, warmup_msgs: int, lasted: float, seconds: float,
-                 limit: int) -> int:
+                 limit: int, warmup: float = 0.0, warmup_lasted=None) -> int:
     """The backlog for a sub run again after consumers emptied `filled` messages, `warmup_msgs` of
     them in the warm-up and the rest in the first `lasted` of the measured `seconds`: enough for the
     warm-up and 1.25 x the measured run at that pace, at least twice `backlog`, at most `limit`,
-    rounded up to 100 000."""
-    wanted = max(2 * backlog, warmup_msgs + 1.25 * (filled - warmup_msgs) * seconds / lasted)
-    return min(limit, -(-int(wanted) // 100000) * 100000)
+    rounded up to 100 000.
+
+    If the warm-up itself emptied it, after `warmup_lasted` of its `warmup` seconds, the measured
+    run's pace is that of a few leftover messages, so the warm-up's stands for both: 1.25 x what
+    the warm-up and the run take at that pace. (Doubling instead took three fresh servers to get
+    from 3M to 24M with a 5 s warm-up, about 30 s of filling each.)"""
+    if warmup_lasted is not None:
+        wanted = 1.25 * warmup_msgs * (warmup + seconds) / warmup_lasted
+    else:
+        wanted = warmup_msgs + 1.25 * (filled - warmup_msgs) * seconds / lasted
+    return min(limit, -(-int(max(2 * backlog, wanted)) // 100000) * 100000)
 
 
 class Bench:
@@ -88,7 +96,8 @@ class Bench:
             if row["error"] or not row.get("drained") or backlog >= limit:
                 break
             lasted = row.get("drained_after") or a.seconds / 2
-            self.sub_backlog = next_backlog(backlog, row["filled"], row["warmup_msgs"], lasted, a.seconds, limit)
+            self.sub_backlog = next_backlog(backlog, row["filled"], row["warmup_msgs"], lasted, a.seconds, limit,
+                                            a.sub_warmup, row.get("warmup_drained_after"))
             print("nsqtx.bench: %s sub x%d: %d messages ran out after %.1fs; again with %d"
                   % (self.runtime, conns, row["filled"], lasted, self.sub_backlog), file=sys.stderr)
         if row["backlog"] > a.messages:
@@ -210,6 +219,13 @@ class Bench:
             row["notes"].append("%d /ping failures in the warm-up (%s)" % (ping["errors"], ping["first_error"]))
         return msgs
 
+    def _sub_warm_up(self, server: Server, row: dict, consume) -> None:
+        """:meth:`_warm` for --sub-warmup, noting in `row` how many messages it consumed and when,
+        if at all, the backlog ran out in it (see next_backlog)."""
+        with DrainWatcher(server) as watcher:
+            row["warmup_msgs"] = self._warm(server, row, consume, self.args.sub_warmup, "consumed")
+        row["warmup_drained_after"] = watcher.drained_after
+
     def _ping_warm_up(self, server: Server, row: dict) -> None:
         """--ping-warmup /pings one after another, noted in `row`."""
         count = self.args.ping_warmup
@@ -246,7 +262,7 @@ class Bench:
         def consume(secs: float):
             return ["sub", server.tcp_port, TOPIC, CHANNEL, secs, row["connections"], SUB_RDY]
 
-        row["warmup_msgs"] = self._warm(server, row, consume, self.args.sub_warmup, "consumed")
+        self._sub_warm_up(server, row, consume)
         result = self._load(server, row, consume(seconds), seconds, watch_drain=True)
         # running out in the last 5% of the run hardly lowers the rate
         lasted = row["drained_after"]
