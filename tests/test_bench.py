@@ -327,11 +327,10 @@ class NextBacklogTests(unittest.TestCase):
         self.assertEqual(next_backlog(1000000, 1000000, 0, 0.1, 4.0, 8000000), 8000000)
 
     def test_a_warm_up_that_emptied_it_sets_the_pace_for_itself_and_the_run(self):
-        # 3M consumed in the first 1.2 s of a 5 s warm-up: 28.125M last 1.25 x (5 + 4) s
-        self.assertEqual(next_backlog(3000000, 3000000, 2999000, 0.1, 4.0, 40000000, 5.0, 1.2), 28200000)
-        self.assertEqual(next_backlog(3000000, 3000000, 2999000, 0.1, 4.0, 24000000, 5.0, 1.2), 24000000)
-        self.assertEqual(next_backlog(1000000, 1000000, 1000000, 0.1, 4.0, 8000000, 5.0, 4.9), 2300000)
-        self.assertEqual(next_backlog(1000000, 1000000, 1000000, 0.1, 1.0, 8000000, 5.0, 5.0), 2000000)
+        # 3M consumed in the first 3 s of a 5 s warm-up: 18M last 2 x (5 + 4) s
+        self.assertEqual(next_backlog(3000000, 3000000, 2999000, 0.1, 4.0, 40000000, 5.0, 3.0), 18000000)
+        self.assertEqual(next_backlog(3000000, 3000000, 2999000, 0.1, 4.0, 12000000, 5.0, 3.0), 12000000)
+        self.assertEqual(next_backlog(1000000, 1000000, 1000000, 0.1, 4.0, 8000000, 5.0, 4.9), 3700000)
 
 
 class SubUntilBusyTests(unittest.TestCase):
@@ -352,7 +351,7 @@ class SubUntilBusyTests(unittest.TestCase):
         bench = EmptiedInTheWarmUp(args, "nsqload", "/py/a", "PyPy", ["/py/a"])
         with contextlib.redirect_stderr(io.StringIO()):
             bench.sub_until_busy(1)
-        # 1.25 x (5 + 4) s at 2.5M/s, capped at 8 x --messages
+        # 2 x (5 + 4) s at 2.5M/s, capped at 8 x --messages
         self.assertEqual(backlogs, [3000000, 24000000])
 
 

@@ -29,11 +29,12 @@ def next_backlog(backlog: int, filled: int, warmup_msgs: int, lasted: float, sec
     rounded up to 100 000.
 
     If the warm-up itself emptied it, after `warmup_lasted` of its `warmup` seconds, the measured
-    run's pace is that of a few leftover messages, so the warm-up's stands for both: 1.25 x what
-    the warm-up and the run take at that pace. (Doubling instead took three fresh servers to get
-    from 3M to 24M with a 5 s warm-up, about 30 s of filling each.)"""
+    run's pace is that of a few leftover messages, so the warm-up's stands for both: twice what the
+    warm-up and the run take at that pace, as a fresh PyPy server's first seconds of consuming
+    (compiling) are slower than the rest. (Doubling the backlog instead took three fresh servers to
+    get from 3M to 24M with a 5 s warm-up, about 30 s of filling each; 1.25 x that pace took two.)"""
     if warmup_lasted is not None:
-        wanted = 1.25 * warmup_msgs * (warmup + seconds) / warmup_lasted
+        wanted = 2 * warmup_msgs * (warmup + seconds) / warmup_lasted
     else:
         wanted = warmup_msgs + 1.25 * (filled - warmup_msgs) * seconds / lasted
     return min(limit, -(-int(max(2 * backlog, wanted)) // 100000) * 100000)
