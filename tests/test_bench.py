@@ -243,7 +243,6 @@ class WarmUpTests(unittest.TestCase):
         row = self._sub_until_measured(0)
         self.assertEqual(row["warmup_msgs"], 42)
         self.assertGreater(row["warmup_drained_after"], 0)
-        self.assertLess(row["warmup_drained_after"], 0.3)
 
     def test_a_sub_warm_up_that_left_a_backlog(self):
         row = self._sub_until_measured(5)
