@@ -62,7 +62,8 @@ class CPUMeter:
 # -- when a backlog runs out
 
 class DrainWatcher(threading.Thread):
-    """Polls the channel's depth in /stats every DRAIN_POLL and notes when it first reads 0."""
+    """Polls the channel's depth in /stats every DRAIN_POLL, for the length of a with block, and
+    notes when it first reads 0."""
 
     def __init__(self, server: Server):
         threading.Thread.__init__(self, name="drain-watcher", daemon=True)
@@ -78,17 +79,13 @@ class DrainWatcher(threading.Thread):
                 self.drained_after = time.monotonic() - self.start_time
                 return
 
-    def finish(self):
-        self._halt.set()
-        self.join(PING_TIMEOUT + 1)
-        return self.drained_after
-
     def __enter__(self):
         self.start()
         return self
 
     def __exit__(self, *exc_info):
-        self.finish()
+        self._halt.set()
+        self.join(PING_TIMEOUT + 1)
 
 
 # -- /ping latency under load

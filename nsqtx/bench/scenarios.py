@@ -2,6 +2,7 @@
 becomes its row's error, and the bench goes on."""
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -125,14 +126,13 @@ class Bench:
         load = Load(self.nsqload, mode_args, seconds)
         poller = self._poller(server)
         watcher = DrainWatcher(server) if watch_drain else None
+        with watcher or contextlib.nullcontext():
+            try:
+                result = load.wait(server)
+            finally:
+                row["ping"] = _finish(poller)
         if watcher is not None:
-            watcher.start()
-        try:
-            result = load.wait(server)
-        finally:
-            row["ping"] = _finish(poller)
-            if watcher is not None:
-                row["drained_after"] = watcher.finish()
+            row["drained_after"] = watcher.drained_after
         if server.alive():
             use = cpu.read()
             row.update(server_cpu_pct=use["server"], server_kernel_cpu_pct=use["server_kernel"],
