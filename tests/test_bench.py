@@ -577,14 +577,17 @@ class MachineSecondsTests(unittest.TestCase):
 
 class CPUMeterTests(unittest.TestCase):
     def test_shares_of_one_cpu(self):
-        """Other processes are what processes ran besides the server and the bench (with nsqload)."""
-        readings = iter([(10.0, 3.0, 0.5, 1000, 1.0, 50.0, 5.0, 2.0), (12.0, 4.0, 0.8, 1700, 1.5, 52.0, 5.2, 2.1)])
+        """Other processes are what processes ran besides the server, the bench and the children it
+        reaped (nsqload)."""
+        readings = iter([(10.0, 3.0, 0.5, 1000, 1.0, 7.0, 50.0, 5.0, 2.0),
+                         (12.0, 4.0, 0.8, 1700, 1.2, 7.3, 52.0, 5.2, 2.1)])
         now = {}
 
         class Clock:
             @staticmethod
             def monotonic():
-                now.update(zip(("wall", "server", "kernel", "faults", "own", "processes", "interrupts", "steal"),
+                now.update(zip(("wall", "server", "kernel", "faults", "bench", "client", "processes", "interrupts",
+                                "steal"),
                                next(readings)))
                 return now["wall"]
 
@@ -594,14 +597,37 @@ class CPUMeterTests(unittest.TestCase):
                 return now["server"], now["kernel"], now["faults"]
 
         self.patch(meters, "time", Clock)
-        self.patch(meters, "_own_seconds", lambda: now["own"])
+        self.patch(meters, "_own_seconds", lambda: (now["bench"], now["client"]))
         self.patch(meters, "machine_seconds", lambda: (now["processes"], now["interrupts"], now["steal"]))
         use = CPUMeter(Server).read()
-        self.assertEqual(sorted(use), ["faults", "interrupts", "other", "server", "server_kernel", "steal"])
+        self.assertEqual(sorted(use), ["client", "faults", "interrupts", "other", "server", "server_kernel", "steal"])
         self.assertEqual(use["faults"], 700)
-        for name, pct in [("server", 50.0), ("server_kernel", 15.0), ("other", 25.0), ("interrupts", 10.0),
-                          ("steal", 5.0)]:
+        for name, pct in [("server", 50.0), ("server_kernel", 15.0), ("client", 15.0), ("other", 25.0),
+                          ("interrupts", 10.0), ("steal", 5.0)]:
             self.assertAlmostEqual(use[name], pct, msg=name)
+
+
+_BURN = """
+import os, time
+end = time.process_time() + 0.3
+while time.process_time() < end:
+    pass
+times = os.times()
+print(times.user + times.system)
+"""
+
+
+class OwnSecondsTests(unittest.TestCase):
+    def test_a_reaped_child_is_the_client(self):
+        """A child that burns 0.3 s of CPU and prints its own os.times() before it exits: once reaped,
+        that much moves the second figure (nsqload's, in a load), and little of it the bench's."""
+        bench, client = meters._own_seconds()
+        used = float(subprocess.run([sys.executable, "-c", _BURN], stdout=subprocess.PIPE, text=True,
+                                    check=True).stdout)
+        bench_after, client_after = meters._own_seconds()
+        self.assertGreaterEqual(client_after - client, used - 0.02)
+        self.assertLess(client_after - client, used + 0.2)
+        self.assertLess(bench_after - bench, 0.1)
 
 
 _TOUCH_PAGES = """

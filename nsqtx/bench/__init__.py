@@ -36,11 +36,11 @@ While ``pub`` and ``sub`` load runs, a thread polls ``GET /ping`` every 10 ms (`
 a new connection each time, as a health checker would); the table shows its 99th percentile
 latency, the server's CPU use (% of one CPU) and, in the notes, CPU taken meanwhile by unrelated
 processes and by the hypervisor for other machines (steal), which makes the figures noisy. Only
-in ``--json``: time spent on interrupts, much of it the load's own loopback traffic, and the
-server's time in the kernel and its page faults (on the VM measured here, a page of memory new to
-the host costs 6x more than one it backs already, so a publishing server that grows past that
-pool slows down). A ``/ping`` took an idle PyPy server 3-4 ms of CPU while the path was new to
-its JIT, 0.6 ms after 9 s of them (1.8 ms after a minute without the ``decay=0`` of
+in ``--json``: time spent on interrupts, much of it the load's own loopback traffic, nsqload's
+own CPU use, and the server's time in the kernel and its page faults (on the VM measured here, a
+page of memory new to the host costs 6x more than one it backs already, so a publishing server
+that grows past that pool slows down). A ``/ping`` took an idle PyPy server 3-4 ms of CPU while
+the path was new to its JIT, 0.6 ms after 9 s of them (1.8 ms after a minute without the ``decay=0`` of
 :mod:`nsqtx.tuning`); CPython 1.2 ms. Under a consume load, polling every 10 ms lowered a warm
 PyPy consume by 20-30% when ``/ping`` was new to the server, and by 5% and 18% in two rounds
 after a 6 s warm-up polled as well; ``--ping-interval 0`` measures without it. ``--ping-warmup N``

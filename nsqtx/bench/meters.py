@@ -31,10 +31,11 @@ def machine_seconds(path: str = "/proc/stat") -> tuple:
     return (user + nice + system) / tick, (irq + softirq) / tick, steal / tick
 
 
-def _own_seconds() -> float:
-    """CPU time of the bench and its reaped children (nsqload runs are reaped when they end)."""
+def _own_seconds() -> tuple:
+    """CPU time of (the bench, its reaped children): nsqload counts once its run ends and it is reaped,
+    while the server, reaped after its rows, never does."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 class CPUMeter:
@@ -46,16 +47,18 @@ class CPUMeter:
         self.start = self._now()
 
     def _now(self) -> tuple:
-        return (time.monotonic(),) + self.server.usage() + (_own_seconds(),) + machine_seconds()
+        return (time.monotonic(),) + self.server.usage() + _own_seconds() + machine_seconds()
 
     def read(self) -> dict:
-        """% of one CPU since construction: "server" (of which "server_kernel"), "other" (other
-        processes), "interrupts" and "steal" (see machine_seconds); and the server's minor page
-        "faults" (a count)."""
-        wall, server, kernel, faults, own, processes, interrupts, steal = (
+        """% of one CPU since construction: "server" (of which "server_kernel"), "client" (the
+        children reaped meanwhile: the load's nsqload), "other" (other processes), "interrupts" and
+        "steal" (see machine_seconds); and the server's minor page "faults" (a count). On 2 cores,
+        the client's share bounds what any server could gain from a second connection."""
+        wall, server, kernel, faults, bench, client, processes, interrupts, steal = (
             a - b for a, b in zip(self._now(), self.start))
         return {"server": 100.0 * server / wall, "server_kernel": 100.0 * kernel / wall, "faults": faults,
-                "other": 100.0 * max(0.0, processes - server - own) / wall,
+                "client": 100.0 * client / wall,
+                "other": 100.0 * max(0.0, processes - server - bench - client) / wall,
                 "interrupts": 100.0 * interrupts / wall, "steal": 100.0 * steal / wall}
 
 

@@ -136,7 +136,7 @@ class Bench:
         if server.alive():
             use = cpu.read()
             row.update(server_cpu_pct=use["server"], server_kernel_cpu_pct=use["server_kernel"],
-                       server_page_faults=use["faults"], other_cpu_pct=use["other"],
+                       server_page_faults=use["faults"], client_cpu_pct=use["client"], other_cpu_pct=use["other"],
                        interrupts_cpu_pct=use["interrupts"], steal_cpu_pct=use["steal"])
             if use["other"] + use["steal"] > OTHER_CPU_NOTE:
                 row["notes"].append("other processes used %.0f%% CPU and the hypervisor took %.0f%% meanwhile: "
