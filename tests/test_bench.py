@@ -722,13 +722,15 @@ class GoNsqdTests(unittest.TestCase):
         self.addCleanup(os.remove, path)
         return path
 
-    def _pub(self, *argv, spilled=0):
+    def _pub(self, *argv, spilled=0, burn=0.0):
         """A pub run of a stand-in nsqd (answers /ping, notes its arguments, says in /stats that
         `spilled` messages went to disk) driven by a stand-in nsqload (notes each call's
-        arguments); (the row, the nsqd's flags, the nsqload calls)."""
+        arguments, spends `burn` seconds of CPU); (the row, the nsqd's flags, the nsqload calls)."""
         flags, calls = self._noted(), self._noted()
         nsqd = _script(self, _FAKE_NSQD % (flags, spilled), sys.executable)
-        nsqload = _script(self, "echo \"$@\" >> %s\necho 'pub msgs=1000 secs=0.10 rate=10000.0'" % calls)
+        spend = "%s -c 'import time\nend = time.process_time() + %r\nwhile time.process_time() < end: pass'\n" % (
+            sys.executable, burn) if burn else ""
+        nsqload = _script(self, spend + "echo \"$@\" >> %s\necho 'pub msgs=1000 secs=0.10 rate=10000.0'" % calls)
         args = parse_args(["--nsqd", nsqd, "--connections", "2", "--ping-interval", "0"] + list(argv))
         with contextlib.redirect_stderr(io.StringIO()):
             [row] = Bench(args, nsqload, nsqd, "Go nsqd 0", [nsqd]).run("pub")
@@ -742,6 +744,12 @@ class GoNsqdTests(unittest.TestCase):
                          ["--tcp-address", "--http-address", "--mem-queue-size", "--data-path", "--log-level"])
         self.assertEqual(calls, [["0.2", "2"]])
         self.assertEqual([note for note in row["notes"] if "warm-up" in note], [])
+
+    def test_the_row_has_nsqloads_own_cpu_use(self):
+        """A stand-in nsqload that spends 0.5 s of CPU in a run of about that long: most of a CPU,
+        where the bench itself, waiting for it, uses next to nothing."""
+        row, flags, calls = self._pub("--seconds", "0.2", burn=0.5)
+        self.assertGreater(row["client_cpu_pct"], 25.0)
 
     def test_a_pub_warm_up_publishes_first_on_as_many_connections(self):
         row, flags, calls = self._pub("--seconds", "0.2", "--pub-warmup", "0.1")
