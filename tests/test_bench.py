@@ -20,7 +20,7 @@ from twisted.trial import unittest
 
 from nsqtx.bench.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args, rerun_stale,
                              run_rounds)
-from nsqtx.bench import meters
+from nsqtx.bench import meters, scenarios
 from nsqtx.bench.meters import CPUMeter, _percentile, machine_seconds, ping_burst
 from nsqtx.bench.nsqload import LoadResult
 from nsqtx.bench.errors import BenchError
@@ -750,6 +750,29 @@ class GoNsqdTests(unittest.TestCase):
         where the bench itself, waiting for it, uses next to nothing."""
         row, flags, calls = self._pub("--seconds", "0.2", burn=0.5)
         self.assertGreater(row["client_cpu_pct"], 25.0)
+
+    def _row_reading(self, **use):
+        """A pub run whose CPU meter reads `use`."""
+        self.patch(scenarios, "CPUMeter", lambda server: type("Meter", (), {"read": lambda self: use})())
+        return self._pub("--seconds", "0.2")[0]
+
+    def test_each_cpu_reading_lands_in_its_own_row_field(self):
+        """The noise figures are read from --json rows by name, so a reading filed under another's
+        name would misattribute a run's noise."""
+        row = self._row_reading(server=1.0, server_kernel=2.0, faults=3, client=4.0, other=5.0, interrupts=6.0,
+                                steal=7.0)
+        self.assertEqual({name: row[name] for name in (
+            "server_cpu_pct", "server_kernel_cpu_pct", "server_page_faults", "client_cpu_pct", "other_cpu_pct",
+            "interrupts_cpu_pct", "steal_cpu_pct")}, {
+            "server_cpu_pct": 1.0, "server_kernel_cpu_pct": 2.0, "server_page_faults": 3, "client_cpu_pct": 4.0,
+            "other_cpu_pct": 5.0, "interrupts_cpu_pct": 6.0, "steal_cpu_pct": 7.0})
+        self.assertEqual([note for note in row["notes"] if "expect noise" in note], [])
+
+    def test_other_processes_and_steal_together_past_15_pct_are_noted_as_noise(self):
+        """Interrupts are left out: on loopback most of them are the load's own traffic."""
+        row = self._row_reading(server=90.0, server_kernel=30.0, faults=0, client=30.0, other=10.0, interrupts=40.0,
+                                steal=6.0)
+        self.assertIn("other processes used 10% CPU and the hypervisor took 6% meanwhile: expect noise", row["notes"])
 
     def test_a_pub_warm_up_publishes_first_on_as_many_connections(self):
         row, flags, calls = self._pub("--seconds", "0.2", "--pub-warmup", "0.1")
