@@ -7,6 +7,7 @@ that many body bytes. Every ClientError raised by a command becomes an error fra
 """
 from __future__ import annotations
 
+import functools
 import struct
 
 from twisted.internet.protocol import Factory
@@ -28,8 +29,10 @@ _INT32 = struct.Struct(">l")
 _unpack_int32 = _INT32.unpack_from
 
 
+@functools.lru_cache(maxsize=None)
 def _size_check(command: str, limit: int, message: bool = False):
-    """The check of a declared body size, with nsqd's code and wording for each command."""
+    """The check of a declared body size, with nsqd's code and wording for each command; one per
+    command and limit, made once rather than at every publish."""
     if message:
         code, invalid, big = "E_BAD_MESSAGE", "invalid message body size", "message too big"
     else:
@@ -62,7 +65,13 @@ class ProtocolV2(ClientConnection):
         #: raw mode: bytes the current body reader needs (0 in line mode) and who gets them
         self._need = 0
         self._reader = None
+        #: while the 4-byte size is read: its check, and who then gets the body
+        self._check_size = None
+        self._body_reader = None
         self._body_context = None
+        #: the last topic name this connection published to (as sent, and decoded): already valid
+        self._topic_bytes = None
+        self._topic_name = None
         self._pump_pending = False
         self._commands = {
             b"FIN": self.FIN, b"RDY": self.RDY, b"REQ": self.REQ, b"PUB": self.PUB, b"MPUB": self.MPUB,
@@ -194,15 +203,16 @@ class ProtocolV2(ClientConnection):
         """Switch to raw mode: a 4-byte size (checked by `check_size`), then that many bytes, given to
         `on_body` as (buffer, start, end) so that a large MPUB body is never copied out whole."""
         self._body_context = context
-
-        def got_size(buf, start, end):
-            size = _unpack_int32(buf, start)[0]
-            check_size(size)
-            self._need = size
-            self._reader = on_body
-
+        self._check_size = check_size
+        self._body_reader = on_body
         self._need = 4
-        self._reader = got_size
+        self._reader = self._got_size
+
+    def _got_size(self, buf, start, end) -> None:
+        size = _unpack_int32(buf, start)[0]
+        self._check_size(size)
+        self._need = size
+        self._reader = self._body_reader
 
     # -- IDENTIFY / AUTH
 
@@ -343,12 +353,17 @@ class ProtocolV2(ClientConnection):
     # -- publishing
 
     def _publish_topic(self, params, command: str, min_params: int):
+        """The topic's name; a publisher's usual one topic is decoded and checked only once."""
         if len(params) < min_params:
             raise FatalClientError("E_INVALID", "%s insufficient number of parameters" % command)
-        name = text(params[1])
+        raw = params[1]
+        if raw == self._topic_bytes:
+            return self._topic_name
+        name = text(raw)
         if not is_valid_topic_name(name):
             prefix = "E_BAD_TOPIC " if command == "MPUB" else ""
             raise FatalClientError("E_BAD_TOPIC", "%s%s topic name %s is not valid" % (prefix, command, quote(name)))
+        self._topic_bytes, self._topic_name = raw, name
         return name
 
     def _put(self, topic_name: str, bodies, last: bool, error_code: str, command: str,

@@ -113,6 +113,20 @@ class PublishTests(Base):
             conn.command(b"PUB " + name, b"m")
             self.assertEqual(conn.frames()[0][0], RESPONSE if ok else ERROR, name)
 
+    def test_one_connection_publishing_to_several_topics(self):
+        """A connection remembers the last topic name it published to, checked: the next one is
+        still looked at, whichever command comes with it."""
+        conn = self.conn()
+        for command, name, payload in [(b"PUB", b"a", b"1"), (b"PUB", b"a", b"2"), (b"MPUB", b"b", mpub_body([b"3"])),
+                                       (b"PUB", b"b", b"3b"), (b"PUB", b"a", b"4"), (b"DPUB", b"c 0", b"5")]:
+            conn.command(command + b" " + name, payload)
+            self.assertOK(conn)
+        self.assertEqual({name: [body(m) for m in queued(topic.memory)] for name, topic in self.node.topics.items()},
+                         {"a": [b"1", b"2", b"4"], "b": [b"3", b"3b"], "c": [b"5"]})
+        self.assertEqual(conn.proto.pub_counts, {"a": 3, "b": 2, "c": 1})
+        conn.send(b"PUB a!\n")
+        self.assertError(conn, b'E_BAD_TOPIC PUB topic name "a!" is not valid')
+
     def test_mpub(self):
         conn = self.conn()
         conn.command(b"MPUB t", mpub_body([b"a", b"bb", b"ccc"]))
