@@ -23,7 +23,7 @@ from nsqtx.tcp_internals import has_internals
 
 #: the transport's state that the eager path reads
 _STATE = ("offset", "dataBuffer", "_tempDataLen", "TLS", "connected", "disconnecting", "_writeDisconnected",
-          "writeSomeData", "socket")
+          "socket")
 #: most buffers one sendmsg takes: 1024 on Linux, at least 16 by POSIX
 try:
     _IOV_MAX = max(os.sysconf("SC_IOV_MAX"), 16)
@@ -46,8 +46,9 @@ def eager_writer(transport):
                 and transport.connected and not transport.disconnecting and not transport._writeDisconnected):
             if len(parts) == 1:
                 data = parts[0]
-                sent = transport.writeSomeData(data)
-                if not isinstance(sent, int):  # the connection is lost: leave it to the transport to find out
+                try:
+                    sent = transport.socket.send(data)
+                except OSError:  # would block, or the connection is lost: the transport finds out
                     sent = 0
                 if sent == len(data):
                     return

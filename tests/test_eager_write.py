@@ -22,7 +22,7 @@ class _Accepting(protocol.Protocol):
 
 
 class _CountingSocket:
-    """A socket that counts sendmsg calls and can refuse them with `error`."""
+    """A socket that counts sendmsg calls and can refuse them and send's with `error`."""
 
     def __init__(self, sock):
         self._sock = sock
@@ -34,6 +34,11 @@ class _CountingSocket:
         if self.error is not None:
             raise self.error
         return self._sock.sendmsg(buffers)
+
+    def send(self, data):
+        if self.error is not None:
+            raise self.error
+        return self._sock.send(data)
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -133,13 +138,17 @@ class EagerWriteTests(TestCase):
 
     @defer.inlineCallbacks
     def test_buffers_the_socket_refuses_are_queued_in_the_transport(self):
-        proto, client, sock = yield self.connect_counting()
-        sock.error = BlockingIOError()
-        eager_writer(proto.transport)([b"ab", b"cd"])
-        self.assertEqual(proto.transport._tempDataLen, 4)
-        sock.error = None
-        received = yield _receive(client, 4)
-        self.assertEqual(received, b"abcd")
+        """One buffer (send) or several (sendmsg), and whatever the socket raises: a full buffer, or
+        a connection the transport has yet to find lost."""
+        for error in (BlockingIOError(), ConnectionResetError()):
+            for group in ([b"abcd"], [b"ab", b"cd"]):
+                proto, client, sock = yield self.connect_counting()
+                sock.error = error
+                eager_writer(proto.transport)(group)
+                self.assertEqual(proto.transport._tempDataLen, 4)
+                sock.error = None
+                received = yield _receive(client, 4)
+                self.assertEqual(received, b"abcd")
 
     @defer.inlineCallbacks
     def test_a_connection_without_the_state_it_reads_gets_its_own_write(self):
