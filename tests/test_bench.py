@@ -95,13 +95,13 @@ class ParseArgsTests(unittest.TestCase):
                            "--seconds", "0.5", "--messages", "1000", "--connections", "8, 1,256",
                            "--size", "10", "--batch", "3", "--mem-queue-size", "0", "--nsqload-src", "x.c",
                            "--repeat", "3", "--sub-warmup", "1.5", "--ping-interval", "0", "--json",
-                           "--pub-warmup", "2.5", "--ping-warmup", "1500"])
+                           "--pub-warmup", "2.5", "--ping-warmup", "1500", "--rdy", "7"])
         self.assertEqual(args.python, ["/py/a", "/py/b"])
         self.assertEqual(args.scenarios, ["mem", "pub"])
         self.assertEqual(args.seconds, 0.5)
         self.assertEqual(args.messages, 1000)
         self.assertEqual(args.connections, [8, 1, 256])
-        self.assertEqual((args.size, args.batch, args.repeat), (10, 3, 3))
+        self.assertEqual((args.size, args.batch, args.repeat, args.rdy), (10, 3, 3, 7))
         self.assertEqual(args.mem_queue_size, 0)
         self.assertEqual(args.nsqload_src, "x.c")
         self.assertEqual(args.sub_warmup, 1.5)
@@ -116,8 +116,9 @@ class ParseArgsTests(unittest.TestCase):
         self.assertIn("not a comma-separated list of integers", self._rejected(["--connections", "1,two"]))
         self.assertIn("unknown scenario bogus (choose from pub,sub,mem)", self._rejected(["--scenarios", "pub,bogus"]))
         self.assertIn("unknown scenario ''", self._rejected(["--scenarios", ","]))
-        for flag in ("--seconds", "--messages", "--size", "--batch", "--repeat"):
+        for flag in ("--seconds", "--messages", "--size", "--batch", "--repeat", "--rdy"):
             self.assertIn("must be positive", self._rejected([flag, "0"]), flag)
+        self.assertIn("--rdy must be at most 2500 (nsqd's --max-rdy-count)", self._rejected(["--rdy", "2501"]))
         self.assertIn("argument --messages", self._rejected(["--messages", "1.5"]))
         self.assertIn("--mem-queue-size must not be negative", self._rejected(["--mem-queue-size", "-1"]))
         for flag in ("--pub-warmup", "--sub-warmup", "--ping-interval"):
@@ -218,8 +219,9 @@ class WarmUpTests(unittest.TestCase):
         msgs, ping = self._warm_up("0")
         self.assertEqual((msgs, ping["count"], self.http.pings), (42, 0, 0))
 
-    def _sub_until_measured(self, depth: int) -> dict:
-        """Bench.sub with a backlog of 100 that /stats says is `depth` deep, up to the measured run."""
+    def _sub_until_measured(self, depth: int, *argv):
+        """Bench.sub with a backlog of 100 that /stats says is `depth` deep, up to the measured run:
+        (the row, the measured run's nsqload arguments)."""
         class Measured(Exception):
             pass
 
@@ -227,26 +229,31 @@ class WarmUpTests(unittest.TestCase):
             def fill(self, server, count):
                 return LoadResult(count, 1.0)
 
-            def _load(self, *args, **kwargs):
-                raise Measured()
+            def _load(self, server, row, mode_args, *args, **kwargs):
+                raise Measured(mode_args)
 
         self.server.channel_stats = lambda topic, channel: {"depth": depth}
         self.server.create_channel = lambda topic, channel: None
         self.server.tcp_port = 4150
-        bench = Filled(parse_args(["--sub-warmup", "0.3", "--ping-interval", "0"]), self.nsqload, sys.executable,
-                       "CPython", nsqtx_command(sys.executable))
+        bench = Filled(parse_args(["--sub-warmup", "0.3", "--ping-interval", "0"] + list(argv)), self.nsqload,
+                       sys.executable, "CPython", nsqtx_command(sys.executable))
         row = bench.row("sub", 1, 100)
-        self.assertRaises(Measured, bench.sub, self.server, row)
-        return row
+        measured = self.assertRaises(Measured, bench.sub, self.server, row)
+        return row, measured.args[0]
 
     def test_a_sub_warm_up_notes_when_the_backlog_ran_out(self):
-        row = self._sub_until_measured(0)
+        row, _ = self._sub_until_measured(0)
         self.assertEqual(row["warmup_msgs"], 42)
         self.assertGreater(row["warmup_drained_after"], 0)
 
     def test_a_sub_warm_up_that_left_a_backlog(self):
-        row = self._sub_until_measured(5)
+        row, _ = self._sub_until_measured(5)
         self.assertEqual((row["warmup_msgs"], row["warmup_drained_after"]), (42, None))
+
+    def test_consumers_ask_for_rdy_2500_unless_told(self):
+        for argv, rdy in (((), 2500), (("--rdy", "1"), 1)):
+            _, load_args = self._sub_until_measured(5, *argv)
+            self.assertEqual(load_args[-1], rdy)
 
 
 class PingWarmUpTests(unittest.TestCase):

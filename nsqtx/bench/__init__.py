@@ -19,7 +19,7 @@ Scenarios (``--scenarios``, default ``pub,sub,mem``):
     that can halve a 4 s figure.
 ``sub``
     Fill a channel made beforehand (``POST /topic/create``, ``/channel/create``) with ``--messages``
-    messages, then consume it with RDY 2500 and FIN for ``--seconds``, for each count of
+    messages, then consume it with RDY ``--rdy`` (2500) and FIN for ``--seconds``, for each count of
     ``--connections``. A backlog the consumers empty before the time is up (seen in ``/stats``)
     would make the rate a lower bound, so the run is then repeated on a fresh server with a backlog
     sized to last (up to 8 x ``--messages``); the row says so. All connection counts of a runtime

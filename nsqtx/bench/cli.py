@@ -13,7 +13,7 @@ from nsqtx.bench.processes import Interrupted, interrupt, stop_all
 from nsqtx.bench.report import describe_nsqd, describe_runtime, format_table, median_rows, report, source_version
 from nsqtx.bench.scenarios import Bench
 from nsqtx.bench.server import nsqtx_command
-from nsqtx.bench.settings import REPO_ROOT
+from nsqtx.bench.settings import REPO_ROOT, SUB_RDY
 
 DEFAULT_NSQLOAD_SRC = os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "nsqload.c")
 
@@ -77,6 +77,9 @@ def parse_args(argv):
                         help="connection counts for pub and sub (default: 1,2)")
     parser.add_argument("--size", type=_positive(int), default=200, help="message size in bytes (default: 200)")
     parser.add_argument("--batch", type=_positive(int), default=200, help="messages per MPUB (default: 200)")
+    parser.add_argument("--rdy", type=_positive(int), default=SUB_RDY,
+                        help="RDY count of each sub connection (default: %d, nsqd's --max-rdy-count; "
+                             "a client that handles one message at a time, as pynsq's default, sends 1)" % SUB_RDY)
     parser.add_argument("--mem-queue-size", type=int, default=None, metavar="N",
                         help="passed to the server (default: all in memory: max(10000000, 2 x the backlog), "
                              "and for pub runs 5000000 per second of warm-up and run); 0 puts every message "
@@ -98,6 +101,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.mem_queue_size is not None and args.mem_queue_size < 0:
         parser.error("--mem-queue-size must not be negative")
+    if args.rdy > SUB_RDY:
+        parser.error("--rdy must be at most %d (nsqd's --max-rdy-count)" % SUB_RDY)
     for name in ("pub_warmup", "sub_warmup", "ping_interval", "ping_warmup"):
         if not getattr(args, name) >= 0:
             parser.error("--%s must not be negative" % name.replace("_", "-"))
@@ -163,7 +168,7 @@ def main(argv=None) -> int:
     rows = median_rows(runs, args) if args.repeat > 1 else runs
     if args.json:
         names = ("servers", "seconds", "pub_warmup", "sub_warmup", "messages", "connections", "size", "batch",
-                 "mem_queue_size", "scenarios", "repeat", "ping_interval", "ping_warmup")
+                 "rdy", "mem_queue_size", "scenarios", "repeat", "ping_interval", "ping_warmup")
         settings = {name: getattr(args, name) for name in names}
         settings.update(source=source_version(), cpus=os.cpu_count())
         json.dump({"settings": settings, "results": rows, "runs": runs}, sys.stdout, indent=2)

@@ -13,8 +13,6 @@ from nsqtx.bench.nsqload import Load, LoadResult
 from nsqtx.bench.server import Server
 from nsqtx.bench.settings import CHANNEL, TOPIC
 
-#: nsqd's default --max-rdy-count, and what the sub scenario asks for
-SUB_RDY = 2500
 #: publishes per second above any measured here, Go nsqd's included (1.4M)
 PUB_RATE_BOUND = 5000000
 #: CPU used by unrelated processes and stolen by the hypervisor during a load (% of one CPU) above
@@ -261,7 +259,7 @@ class Bench:
         self.check_queued(server, row, backlog.msgs)
 
         def consume(secs: float):
-            return ["sub", server.tcp_port, TOPIC, CHANNEL, secs, row["connections"], SUB_RDY]
+            return ["sub", server.tcp_port, TOPIC, CHANNEL, secs, row["connections"], self.args.rdy]
 
         self._sub_warm_up(server, row, consume)
         result = self._load(server, row, consume(seconds), seconds, watch_drain=True)

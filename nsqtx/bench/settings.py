@@ -5,5 +5,7 @@ import os
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOPIC = "bench"
 CHANNEL = "bench"
+#: nsqd's default --max-rdy-count: what the sub scenario asks for unless given --rdy
+SUB_RDY = 2500
 #: how long one HTTP request to the server may take
 PING_TIMEOUT = 5.0
