@@ -10,16 +10,33 @@ log = NSQLogger()
 
 
 def replace_file(path: str, data: bytes) -> None:
-    """Write `data` to a temp file, fsync it and rename it over `path`: a reader or a crash sees the
-    old content or the new, never a mix."""
+    """Write `data` to a temp file, fsync it, rename it over `path` and fsync the directory: a
+    reader or a crash sees the old content or the new, never a mix, and once this returns the new
+    one survives a power loss. A write that fails leaves the old file as it was and no temp file."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_file(tmp)
+        raise
+    fsync_dir(os.path.dirname(path))
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or removal in directory `path` durable."""
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
 
 
 def remove_file(path: str) -> None:

@@ -36,15 +36,6 @@ def snapshot(topics) -> dict:
 def write(data_path: str, metadata: dict) -> None:
     """Replace the file atomically: a reader sees the old or the new content, never a mix."""
     replace_file(metadata_path(data_path), json.dumps(metadata, separators=(",", ":")).encode())
-    _fsync_dir(data_path)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read(data_path: str):
