@@ -64,7 +64,7 @@ class Topic:
             return True
         if self._fans_out():
             return any(channel.put_may_fail(count) for channel in self.channels.values())
-        return may_fail(self.memory, self.backend, self.options.mem_queue_size, count)
+        return may_fail(self.memory, self.backend, self._memory_limit(), count)
 
     def put(self, batch: Batch, delay: float = 0.0) -> None:
         """Accept a batch (with a `delay`, a DPUB's one message), raising QueueError if the topic is
@@ -102,8 +102,12 @@ class Topic:
         self.message_count += 1
         self.message_bytes += len(data) - BODY_OFFSET
 
+    def _memory_limit(self) -> int:
+        """Room for ready messages: held deferred ones count against --mem-queue-size too."""
+        return self.options.mem_queue_size - len(self.held_deferred)
+
     def _hold(self, batch: Batch) -> None:
-        self.dropped_count += enqueue(self.memory, self.backend, self.options.mem_queue_size, batch,
+        self.dropped_count += enqueue(self.memory, self.backend, self._memory_limit(), batch,
                                       self.node.write_backend)
         self._schedule_drain()
 

@@ -378,6 +378,19 @@ class ChannelTests(TestCase):
         self.node.scan_queues()
         self.assertEqual((channel.depth(), len(channel.deferred)), (1, 0))
 
+    def test_deferred_messages_held_by_a_topic_without_channels_respect_the_memory_bound(self):
+        """A topic without channels keeps a DPUB in memory only while it holds fewer than
+        --mem-queue-size messages of any kind; beyond that it goes to disk (without its delay)."""
+        self.node.options.mem_queue_size = 3
+        conn = Conn(self.node, 9000).magic()
+        conn.command(b"MPUB t", mpub_body([b"1"]))
+        for payload in (b"d1", b"d2", b"d3", b"d4"):
+            conn.command(b"DPUB t 1000", payload)
+        self.assertEqual(len(conn.frames()), 5)
+        topic = self.node.topics["t"]
+        self.assertEqual((len(topic.memory), len(topic.held_deferred), topic.backend_depth()), (1, 2, 2))
+        self.assertEqual(topic.depth(), 5)
+
     def test_channels_share_one_queued_message_but_not_delivery_state(self):
         a = self.node.get_topic("t").get_channel("a")
         b = self.node.get_topic("t").get_channel("b")
