@@ -128,6 +128,18 @@ class RestartTests(TestCase):
         # order), so only exactly-once is checked.
         self.assertEqual(sorted(got), sorted(b"%d" % i for i in range(50)))
 
+    def test_a_deferred_message_held_by_a_topic_without_channels_survives(self):
+        node, clock = self.start()
+        conn = Conn(node).magic()
+        conn.command(b"DPUB t 60000", b"later")
+        self.assertEqual(conn.frames(), [(RESPONSE, b"OK")])
+        self.assertEqual(node.topics["t"].backend_depth(), 0)
+        self.stop(node)
+        node, clock = self.start()
+        self.assertEqual((node.topics["t"].depth(), node.topics["t"].backend_depth()), (1, 1))
+        _, got = self.consume_all(node, clock)
+        self.assertEqual(got, [b"later"])
+
     def test_deleted_topic_leaves_no_files(self):
         node, clock = self.start(mem_queue_size=0)
         node.get_topic("t").get_channel("c")

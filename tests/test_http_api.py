@@ -584,6 +584,20 @@ class ChannelTests(APITestCase):
         self.assertEqual((stats["depth"], stats["in_flight_count"]), (0, 0))
         self.assertFalse(conn.closed)
 
+    def test_empty_with_messages_in_flight_frees_every_consumer_for_the_next_publish(self):
+        """Emptying drops what was in flight to each consumer, so its RDY is whole again: the next
+        publish is delivered, not held until the consumer reconnects."""
+        first = self.consumer(rdy=2, port=4001, output_buffer_timeout=-1)
+        second = self.consumer(rdy=2, port=4002, output_buffer_timeout=-1)
+        self.post("/mpub?topic=t", b"1\n2\n3\n4")
+        self.assertEqual((len(first.messages()), len(second.messages())), (2, 2))
+        self.assertEmpty200(self.post("/channel/empty?topic=t&channel=c"))
+        clients = self.stats()["topics"][0]["channels"][0]["clients"]
+        self.assertEqual([client["in_flight_count"] for client in clients], [0, 0])
+        self.post("/mpub?topic=t", b"5\n6\n7\n8")
+        self.assertEqual(sorted(body for conn in (first, second) for _, _, body in conn.messages()),
+                         [b"5", b"6", b"7", b"8"])
+
     def test_pause_stops_delivery_and_unpause_resumes_it(self):
         conn = self.consumer(rdy=5)
         self.assertError(self.post("/channel/pause?topic=t&channel=other"), 404, "CHANNEL_NOT_FOUND")
@@ -680,6 +694,33 @@ class StatsJSONTests(APITestCase):
         client = channel["clients"][0]
         self.assertEqual((client["finish_count"], client["requeue_count"], client["message_count"],
                           client["in_flight_count"]), (1, 1, 4, 1))
+
+    def test_in_flight_count_keeps_what_a_gone_consumer_had_until_it_times_out(self):
+        """A channel's in_flight_count is what is in flight, also to consumers that left (their
+        messages time out later), not the sum over the consumers still connected."""
+        staying = self.consumer(rdy=2, port=4001, msg_timeout=5000, output_buffer_timeout=-1)
+        leaving = self.consumer(rdy=3, port=4002, msg_timeout=5000, output_buffer_timeout=-1)
+        self.post("/mpub?topic=t", b"1\n2\n3\n4\n5")
+        self.assertEqual((len(staying.messages()), len(leaving.messages())), (2, 3))
+        leaving.lose()
+        channel = self.stats()["topics"][0]["channels"][0]
+        self.assertEqual((channel["in_flight_count"], channel["client_count"]), (5, 1))
+        self.assertEqual(channel["clients"][0]["in_flight_count"], 2)
+        self.clock.advance(5)
+        # all five timed out; the consumer still there took two of them again
+        channel = self.stats()["topics"][0]["channels"][0]
+        self.assertEqual((channel["in_flight_count"], channel["depth"], channel["timeout_count"]), (2, 3, 5))
+
+    def test_depth_counts_what_waits_on_disk(self):
+        self.node.options.mem_queue_size = 2
+        self.node.get_topic("t").get_channel("c")
+        self.post("/mpub?topic=t", b"1\n2\n3\n4\n5")
+        self.post("/mpub?topic=held", b"1\n2\n3")
+        topics = self.stats()["topics"]
+        held, t = topics
+        channel = t["channels"][0]
+        self.assertEqual((channel["depth"], channel["backend_depth"]), (5, 3))
+        self.assertEqual((held["depth"], held["backend_depth"]), (3, 1))
 
     def test_include_clients_false(self):
         self.consumer()

@@ -162,6 +162,32 @@ class PublishTests(Base):
                 topic = self.node.topics.get("t")
                 self.assertEqual(topic.depth() if topic else 0, 0)
 
+    def test_size_limits_are_inclusive(self):
+        """A message body of exactly --max-msg-size and an MPUB body of exactly --max-body-size are
+        accepted; one byte more is refused with nsqd's code, and nothing of it is queued."""
+        options = self.node.options
+        options.max_msg_size = 10
+        options.max_body_size = 4 + 2 * (4 + 10)
+        full = b"m" * 10
+        accepted = [(b"PUB t", full), (b"DPUB t 0", full), (b"MPUB t", mpub_body([full, full]))]
+        for line, payload in accepted:
+            conn = self.conn()
+            conn.command(line, payload)
+            self.assertOK(conn)
+        topic = self.node.topics["t"]
+        self.assertEqual([body(m) for m in queued(topic.memory)], [full] * 4)
+        refused = [
+            (b"PUB t", full + b"!", b"E_BAD_MESSAGE PUB message too big 11 > 10"),
+            (b"DPUB t 0", full + b"!", b"E_BAD_MESSAGE DPUB message too big 11 > 10"),
+            (b"MPUB t", mpub_body([full, full]) + b"!", b"E_BAD_BODY MPUB body too big 33 > 32"),
+            (b"MPUB t", mpub_body([full, full + b"!"])[:-1], b"E_BAD_MESSAGE MPUB message too big 11 > 10"),
+        ]
+        for line, payload, error in refused:
+            conn = self.conn()
+            conn.command(line, payload)
+            self.assertError(conn, error)
+        self.assertEqual(topic.depth(), 4)
+
     def test_mpub_message_too_big(self):
         self.node.options.max_msg_size = 10
         conn = self.conn()
@@ -419,6 +445,26 @@ class IdentifyTests(Base):
             conn.command(b"IDENTIFY", payload)
             self.assertError(conn, error)
 
+    def test_feature_negotiation_reports_the_configured_max_rdy_count(self):
+        self.node.options.max_rdy_count = 123
+        conn = self.conn()
+        conn.identify(feature_negotiation=True)
+        [(kind, data)] = conn.frames()
+        self.assertEqual((kind, json.loads(data)["max_rdy_count"]), (RESPONSE, 123))
+
+    def test_body_of_exactly_max_body_size_is_read(self):
+        """The limit is inclusive: a body of exactly --max-body-size is read and decoded (JSON padded
+        with spaces here), one byte more is refused before it is read."""
+        self.node.options.max_body_size = 100
+        payload = b'{"client_id": "edge"}'
+        conn = self.conn()
+        conn.command(b"IDENTIFY", payload + b" " * (100 - len(payload)))
+        self.assertOK(conn)
+        self.assertEqual(conn.proto.client_id, "edge")
+        conn = self.conn()
+        conn.command(b"IDENTIFY", payload + b" " * (101 - len(payload)))
+        self.assertError(conn, b"E_BAD_BODY IDENTIFY body too big 101 > 100")
+
     def test_body_size_errors(self):
         for size, error in [(0, b"E_BAD_BODY IDENTIFY invalid body size 0"),
                             (5 * 1024 * 1024 + 1, b"E_BAD_BODY IDENTIFY body too big 5242881 > 5242880")]:
@@ -442,6 +488,16 @@ class IdentifyTests(Base):
         conn = self.conn()
         conn.command(b"AUTH", b"secret")
         self.assertError(conn, b"E_AUTH_DISABLED AUTH disabled")
+
+    def test_auth_body_of_exactly_max_body_size_is_read(self):
+        """At the limit the body is read (and AUTH answered as disabled); one byte more is too big."""
+        self.node.options.max_body_size = 100
+        conn = self.conn()
+        conn.command(b"AUTH", b"s" * 100)
+        self.assertError(conn, b"E_AUTH_DISABLED AUTH disabled")
+        conn = self.conn()
+        conn.command(b"AUTH", b"s" * 101)
+        self.assertError(conn, b"E_BAD_BODY AUTH body too big 101 > 100")
 
     def test_auth_errors(self):
         conn = self.conn()
@@ -571,6 +627,20 @@ class ConsumeTests(Base):
         self.assertError(other, b"E_FIN_FAILED FIN " + msg_id + b" failed client does not own message", fatal=False)
         owner.command(b"FIN " + msg_id)
         self.assertEqual(owner.frames(), [])
+
+    def test_fin_off_the_fast_path_restarts_delivery(self):
+        """A FIN that the FIN loop leaves to the generic parser (CRLF, or a FIN after another
+        command in the chunk) frees its RDY slot for the next message as the fast one does."""
+        for ending in (b"\r\n", b"\n"):
+            conn = self.consumer(rdy=1, channel=b"c%d" % len(ending))
+            self.publish(b"first", b"second")
+            [(_, msg_id, first)] = conn.messages()
+            self.assertEqual(first, b"first")
+            prefix = b"NOP\n" if ending == b"\n" else b""
+            conn.send(prefix + b"FIN " + msg_id + ending)
+            [(_, msg_id, second)] = conn.messages()
+            self.assertEqual(second, b"second")
+            conn.send(prefix + b"FIN " + msg_id + ending)
 
     def test_fin_lines_ending_in_crlf_follow_the_same_rules(self):
         conn = self.consumer(rdy=1)
@@ -728,13 +798,19 @@ class ConsumeTests(Base):
         self.assertError(conn, b"E_TOUCH_FAILED TOUCH 0123456789abcdef failed ID not in flight", fatal=False)
 
     def test_cls_answers_close_wait_and_stops_delivery(self):
+        """After CLS nothing more is delivered: not at once, and not after the output buffer's
+        timeout either (a message delivered after CLS would wait there, unseen until it fires)."""
         conn = self.consumer(rdy=5)
         conn.command(b"CLS")
         self.assertEqual(conn.frames(), [(RESPONSE, b"CLOSE_WAIT")])
         conn.command(b"RDY 5")
         self.publish(b"x")
+        self.clock.advance(1.0)
         self.assertEqual(conn.frames(), [])
         self.assertFalse(conn.closed)
+        channel = self.node.topics["t"].channels["c"]
+        self.assertEqual((conn.proto.ready_count, conn.proto.in_flight_count, len(channel.in_flight)), (0, 0, 0))
+        self.assertEqual(channel.depth(), 1)
 
     def test_fin_allowed_while_closing(self):
         conn = self.consumer(rdy=1)
@@ -808,6 +884,20 @@ class HeartbeatAndBufferTests(Base):
         self.clock.advance(3600)
         self.assertEqual(conn.frames(), [])
         self.assertFalse(conn.closed)
+
+    def test_the_flush_timer_is_armed_again_after_it_fires(self):
+        """Each message that finds the output buffer empty gets its own flush at the timeout: the
+        timer fired for the first must not leave the next waiting forever."""
+        conn = self.conn()
+        conn.identify(output_buffer_timeout=100)
+        conn.subscribe(rdy=10)
+        conn.frames()
+        publisher = self.conn(9000)
+        for payload in (b"first", b"second", b"third"):
+            publisher.command(b"PUB t", payload)
+            self.assertEqual(conn.frames(), [])
+            self.clock.advance(0.1)
+            self.assertEqual([m[2] for m in conn.messages()], [payload])
 
     def test_messages_buffered_until_output_buffer_timeout(self):
         conn = self.conn()
