@@ -123,15 +123,13 @@ class Channel:
     # -- delivery
 
     def pump(self) -> None:
-        """Hand ready messages to subscribers with spare RDY until either runs out or _PUMP_SLICE
-        messages are out; then the rest follows in the reactor's next turn, and until then other
-        calls (FINs, publishes, RDY) leave delivery to that continuation. So a busy channel delivers
-        one slice per turn: turns stay short (other clients and /ping wait less), and each
-        consumer's FINs are read between slices (with two consumers pumping on each one's FINs
-        too, a turn delivered two or three slices and FINs waited longer).
+        """Hand ready messages to subscribers with room until either runs out or _PUMP_SLICE messages
+        are out; the rest follows in the reactor's next turn, and until then other calls (FINs,
+        publishes, RDY) leave delivery to that continuation, so a busy channel delivers one slice
+        per turn and each consumer's FINs are read between slices.
 
         Not re-entered: a client that goes away while being written to (and asks for a pump from
-        remove_client) is left by the running pump, which keeps its place in the in-flight heap."""
+        remove_client) is left by the running pump."""
         if self.paused or not self.clients or self._pumping or self._next_slice is not None:
             return
         self._pumping = True
@@ -139,8 +137,7 @@ class Channel:
             budget = _PUMP_SLICE - self._deliver(_PUMP_SLICE)
             backend = self.backend
             while budget > 0 and not self.memory and backend is not None and backend.depth and not self.exiting:
-                want = min(sum(c.ready_count - c.in_flight_count for c in self.clients if c.can_receive),
-                           _DISK_BATCH, budget)
+                want = min(sum(client.room() for client in self.clients), _DISK_BATCH, budget)
                 if want <= 0 or not self._refill(want):
                     break
                 budget -= self._deliver(budget)
@@ -165,27 +162,19 @@ class Channel:
         Each call starts one subscriber further, so single publishes go round robin. When memory
         holds more than `limit`, the first subscriber with room takes all it can of them, the next
         the rest, and so on: with a backlog, consumers get whole slices in turn rather than a share
-        of every slice. Sharing every slice between two consumers cost PyPy a fifth of its rate
-        (most likely in waking both readers every turn instead of one). A smaller burst is shared
-        evenly, each subscriber getting its share in one run, so that its frames go out together
-        and its FINs come back together.
-
-        A subscriber whose share ends the slice has what is left in its output buffer flushed:
-        its next messages come in a later turn, after the other subscribers' shares. Left waiting
-        that long, those frames often outlived PyPy's nursery and were copied out of it into raw
-        memory, more often the more subscribers took turns: with two consumers, this and the list
-        that flush used to replace (see ClientConnection.flush) copied out 14k frame runs per 3 s
-        of consuming against 8k with one, and made a second consumer slower than one alone."""
+        of every slice, which woke every reader every turn. A smaller burst is shared evenly, each
+        subscriber getting its share in one run, so that its frames go out together and its FINs
+        come back together. A share that ends the slice is sent at once rather than left to wait
+        for the other subscribers' turns."""
         memory = self.memory
         clients = self.clients
         if not memory or not clients:
             return 0
         first = self._next_client % len(clients)
         self._next_client = first + 1
-        ready = [c for c in clients[first:] + clients[:first] if c.ready_count > c.in_flight_count and c.can_receive]
+        ready = [client for client in clients[first:] + clients[:first] if client.room()]
         now = self.clock.seconds()
-        in_flight = self.in_flight
-        add_run = in_flight.add_run
+        add_run = self.in_flight.add_run
         front = memory.front
         advance = memory.advance
         left = limit
@@ -193,44 +182,38 @@ class Channel:
             share = left if len(memory) > left else -(-len(memory) // len(ready))
             still_ready = []
             for client in ready:
-                count = min(client.ready_count - client.in_flight_count, share, left, len(memory))
+                count = min(client.room(), share, left, len(memory))
                 deadline = now + client.msg_timeout
                 # runs of consecutive frames of one batch, each at most what fills the client's
-                # output buffer (held: HOLD_LIMIT), so that a transport that pauses the client stops
-                # it in time
-                client.hold()
+                # output buffer, so that a transport that pauses the client stops it in time
+                client.start_share()
                 try:
                     while count and client.can_receive:
                         records, start, available = front()
                         end, sent = add_run(records, start, min(count, available), client.buffer_room(), client,
                                             now, deadline)
                         advance(end, sent)
-                        client.send_messages(records, start, end, sent)
+                        client.deliver(records, start, end, sent)
                         count -= sent
                         left -= sent
-                    if not left:
-                        client.flush()
                 finally:
-                    client.release()
-                if client.can_receive and client.ready_count > client.in_flight_count:
+                    client.end_share(not left)
+                if client.room():
                     still_ready.append(client)
                 if not left or not memory:
                     break
             ready = still_ready
         return limit - left
 
-    # -- client commands (errors become E_FIN_FAILED etc. in the protocol)
+    # -- what subscribers answer (errors become E_FIN_FAILED etc. in the protocol); each answering
+    # subscriber counts its own answers
 
     def finish(self, client, data: bytes, offset: int = 0) -> None:
         """The message whose ID is data[offset:offset + 16] is done."""
         self.in_flight.finish(data, client, offset)
-        client.in_flight_count -= 1
-        client.finish_count += 1
 
     def requeue(self, client, msg_id: bytes, delay: float) -> None:
         data = self.in_flight.requeue(msg_id, client)
-        client.in_flight_count -= 1
-        client.requeue_count += 1
         self.requeue_count += 1
         if delay > 0:
             self._defer(data, self.clock.seconds() + delay)
@@ -246,8 +229,7 @@ class Channel:
         """Requeue expired in-flight messages, release due deferred ones; True if anything moved."""
         moved = False
         for client, data in self.in_flight.expire(now):
-            client.in_flight_count -= 1
-            client.timeout_count += 1
+            client.timed_out(1)
             self.timeout_count += 1
             self.memory.append(data)
             moved = True
@@ -284,7 +266,7 @@ class Channel:
         self.in_flight.clear()
         self.deferred = []
         for client in self.clients:
-            client.in_flight_count = 0
+            client.emptied()
 
     def close(self) -> None:
         """Shutdown: disconnect subscribers, then write queued, in-flight and deferred messages to

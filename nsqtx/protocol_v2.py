@@ -1,9 +1,12 @@
-"""NSQ protocol V2: the command set, its state rules, limits and error codes, as nsqd 1.3 has them.
+"""NSQ protocol V2: the framing of a client's stream, and the command set with its state rules, limits
+and error codes, as nsqd 1.3 has them.
 
-The parser is a LineReceiver whose dataReceived walks a whole chunk in one pass: command lines in
-line mode, and for PUB/MPUB/DPUB/IDENTIFY/AUTH a raw read of exactly the declared 4-byte size and then
-that many body bytes. Every ClientError raised by a command becomes an error frame here, in
-:meth:`ProtocolV2._fail`; fatal ones close this connection only.
+:class:`ProtocolV2` is a LineReceiver: command lines in line mode; for PUB, MPUB, DPUB, IDENTIFY and
+AUTH, raw mode for exactly the declared 4-byte size and then that many body bytes, then line mode
+again. Its dataReceived walks a whole chunk in one pass by offset, where LineReceiver's splits the
+buffer at every line (a copy of the rest of the buffer per command). Every ClientError a command
+raises becomes an error frame in :meth:`ProtocolV2._fail`; fatal ones close this connection only.
+The client's state lives in :class:`~nsqtx.client_v2.ClientV2`, which the commands drive.
 """
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ import functools
 import struct
 
 from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineReceiver
 
-from nsqtx.client import STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientConnection
+from nsqtx.client_v2 import STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2
 from nsqtx.errors import ClientError, FatalClientError, QueueError
 from nsqtx.goformat import base10, quote, text
 from nsqtx.identify import decode_identify, feature_reply, negotiate
@@ -47,24 +51,23 @@ def _size_check(command: str, limit: int, message: bool = False):
     return check
 
 
-def _message_id(value: bytes) -> bytes:
-    if len(value) != ID_LENGTH:
-        raise FatalClientError("E_INVALID", "invalid message ID")
-    return value
+class ProtocolV2(LineReceiver):
+    delimiter = b"\n"
+    #: longest command line, as nsqd's 16 KB read buffer allows (its newline included)
+    MAX_LENGTH = 16 * 1024 - 1
 
-
-class ProtocolV2(ClientConnection):
-    MAX_LENGTH = 16 * 1024
-
-    def __init__(self, node, client_number: int):
-        ClientConnection.__init__(self, node, client_number)
+    def __init__(self, node, number: int):
+        self.node = node
+        self.clock = node.clock
+        self.number = number
+        self.client = None
         self._magic = False
-        #: unparsed input: kept as a list of chunks so a large body arriving in pieces is joined once
-        self._chunks = []
-        self._chunks_len = 0
-        #: raw mode: bytes the current body reader needs (0 in line mode) and who gets them
+        #: raw mode: the bytes the current reader needs, who gets them, and what arrived of them so far
+        #: (kept as a list so that a large body arriving in pieces is joined once)
         self._need = 0
         self._reader = None
+        self._chunks = []
+        self._chunks_len = 0
         #: while the 4-byte size is read: its check, and who then gets the body
         self._check_size = None
         self._body_reader = None
@@ -72,109 +75,137 @@ class ProtocolV2(ClientConnection):
         #: the last topic name this connection published to (as sent, and decoded): already valid
         self._topic_bytes = None
         self._topic_name = None
-        self._pump_pending = False
         self._commands = {
             b"FIN": self.FIN, b"RDY": self.RDY, b"REQ": self.REQ, b"PUB": self.PUB, b"MPUB": self.MPUB,
             b"DPUB": self.DPUB, b"NOP": self.NOP, b"TOUCH": self.TOUCH, b"SUB": self.SUB, b"CLS": self.CLS,
             b"AUTH": self.AUTH, b"IDENTIFY": self.IDENTIFY,
         }
 
-    # -- parsing
+    # -- connection
+
+    def connectionMade(self):
+        self.client = ClientV2(self.node, self.transport, self.number)
+        self.node.client_connected(self.client)
+        log.info("TCP: new client({client})", client=self.client.remote_address)
+
+    def connectionLost(self, reason=None):
+        client = self.client
+        client.connection_lost()
+        self.node.client_disconnected(client)
+        log.info("PROTOCOL(V2): [{client}] exiting ioloop", client=client.remote_address)
+
+    # -- framing
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closed:
+        client = self.client
+        if client.closed:
             return
-        self._last_read = self.clock.seconds()
-        if self._chunks:
-            self._chunks.append(data)
-            self._chunks_len += len(data)
-            if self._chunks_len < self._need:
-                return
-            buf = b"".join(self._chunks)
-            self._chunks = []
-            self._chunks_len = 0
-        else:
-            buf = data
+        client.last_read = self.clock.seconds()
+        if not self.line_mode:
+            self.rawDataReceived(data)
+            return
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        self._parse(data)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        """Bytes of a body (or of its size) that did not arrive whole with its command line: gathered
+        until the reader has all it needs, then read in place, with what follows them."""
+        self._chunks.append(data)
+        self._chunks_len += len(data)
+        if self._chunks_len < self._need:
+            return
+        buf = b"".join(self._chunks)
+        self._chunks = []
+        self._chunks_len = 0
+        self._parse(buf)
+
+    def _parse(self, buf: bytes) -> None:
+        """Read `buf` from its start: lines in line mode, bodies in raw mode, switching as the
+        commands ask; what is left unread waits for the next chunk. The responses go out together,
+        once the chunk is read."""
         pos = 0
         if not self._magic:
             if len(buf) < 4:
-                self._keep(buf)
+                self._buffer = buf
                 return
             if buf[:4] != MAGIC_V2:
-                log.error("client({client}) bad protocol magic {magic!r}", client=self.remote_address,
+                log.error("client({client}) bad protocol magic {magic!r}", client=self.client.remote_address,
                           magic=bytes(buf[:4]))
-                self.send_error(b"E_BAD_PROTOCOL")
-                self.close()
+                self.client.send_error(b"E_BAD_PROTOCOL")
+                self.client.close()
                 return
             self._magic = True
             pos = 4
-        self._batching = True
+        client = self.client
+        client.reading()
+        end = len(buf)
         try:
-            end = len(buf)
-            while not self.closed:
-                need = self._need
-                if need:
-                    if end - pos < need:
-                        break
-                    start = pos
-                    pos += need
-                    self._need = 0
-                    self._run(self._reader, buf, start, pos)
-                else:
-                    if self.channel is not None:
+            while not client.closed:
+                if self.line_mode:
+                    if client.channel is not None:
                         fins_end = self._finish_fins(buf, pos)
                         if fins_end != pos:
                             pos = fins_end
                             continue
                     nl = buf.find(b"\n", pos)
-                    if nl < 0 or nl - pos >= self.MAX_LENGTH:
-                        if end - pos >= self.MAX_LENGTH:
-                            self._fail(FatalClientError("E_INVALID", "command line too long"))
+                    if nl < 0 or nl - pos > self.MAX_LENGTH:
+                        if end - pos > self.MAX_LENGTH:
+                            self.lineLengthExceeded(buf[pos:pos + self.MAX_LENGTH + 1])
                         break
                     line = buf[pos:nl]
                     pos = nl + 1
                     if line[-1:] == b"\r":
                         line = line[:-1]
                     self.lineReceived(line)
+                else:
+                    need = self._need
+                    if end - pos < need:
+                        break
+                    start = pos
+                    pos += need
+                    self._need = 0
+                    self._run(self._reader, buf, start, pos)
+                    if not self._need:
+                        self.setLineMode()
+            if pos < end and not client.closed:
+                if self.line_mode:
+                    self._buffer = buf[pos:]
+                else:
+                    self._chunks = [buf[pos:]]
+                    self._chunks_len = end - pos
         finally:
-            self._batching = False
-        if pos < len(buf) and not self.closed:
-            self._keep(buf[pos:])
-        if self._pump_pending:
-            self._pump_pending = False
-            if self.channel is not None:
-                self.channel.pump()
-        if self._response_pending:
-            self._response_pending = False
-            self.flush()
+            client.read_done()
 
     def _finish_fins(self, buf: bytes, pos: int) -> int:
         """FIN the messages named by the FIN lines that start at buf[pos:]; returns where the first
         other line starts (`pos` if there is none).
 
-        A consumer's stream is mostly FINs: they are handled without the generic split and dispatch,
-        and without cutting out the ID (same rules and errors as FIN below, which also gets lines
-        ending in CRLF and IDs of the wrong length), and in a loop of their own, which PyPy compiles
-        for them. Inside dataReceived's loop, compiled for whatever came first (publishes, say),
-        each FIN took a side exit that boxed the loop's positions: consuming was 5-13% slower."""
-        channel = self.channel
+        A consumer's stream is mostly FINs: they are handled in a loop of their own, without the
+        generic split and dispatch and without cutting out the ID, under the same rules and errors
+        as FIN below (which also gets lines ending in CRLF and IDs of the wrong length)."""
+        client = self.client
+        finish = client.channel.finish
+        done = 0
         while buf.startswith(b"FIN ", pos) and buf.find(b"\n", pos, pos + 21) == pos + 20 and buf[pos + 19] != 13:
             try:
-                channel.finish(self, buf, pos + 4)
+                finish(client, buf, pos + 4)
+                done += 1
             except QueueError as err:
                 self._fail(ClientError("E_FIN_FAILED", "FIN %s failed %s" % (text(buf[pos + 4:pos + 20]), err)))
             pos += 21
-            self._pump_pending = True
+        if done:
+            client.finished(done)
         return pos
 
-    def _keep(self, rest: bytes) -> None:
-        self._chunks = [rest]
-        self._chunks_len = len(rest)
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._fail(FatalClientError("E_INVALID", "command line too long"))
 
     def lineReceived(self, line: bytes) -> None:
         params = line.split(b" ")
         if debug_enabled():
-            log.debug("PROTOCOL(V2): [{client}] {params}", client=self.remote_address, params=params)
+            log.debug("PROTOCOL(V2): [{client}] {params}", client=self.client.remote_address, params=params)
         command = self._commands.get(params[0])
         if command is None:
             self._fail(FatalClientError("E_INVALID", "invalid command %s" % text(params[0])))
@@ -187,26 +218,27 @@ class ProtocolV2(ClientConnection):
         except ClientError as err:
             self._fail(err)
         except Exception:
-            log.failure("PROTOCOL(V2): [{client}] internal error", client=self.remote_address)
+            log.failure("PROTOCOL(V2): [{client}] internal error", client=self.client.remote_address)
             self._fail(FatalClientError("E_INVALID", "internal error"))
 
     def _fail(self, err: ClientError) -> None:
         """The one place where errors become frames."""
         wire = str(err).encode("utf-8", "surrogateescape")
-        log.error("[{client}] - {err}", client=self.remote_address, err=wire.decode("utf-8", "replace"))
-        self.send_error(wire)
+        log.error("[{client}] - {err}", client=self.client.remote_address, err=wire.decode("utf-8", "replace"))
+        self.client.send_error(wire)
         if err.fatal:
             self._need = 0
-            self.close()
+            self.client.close()
 
     def _read_body(self, check_size, on_body, context=None) -> None:
-        """Switch to raw mode: a 4-byte size (checked by `check_size`), then that many bytes, given to
-        `on_body` as (buffer, start, end) so that a large MPUB body is never copied out whole."""
+        """Raw mode: a 4-byte size (checked by `check_size`), then that many bytes, given to `on_body`
+        as (buffer, start, end) so that a large MPUB body is never copied out whole."""
         self._body_context = context
         self._check_size = check_size
         self._body_reader = on_body
         self._need = 4
         self._reader = self._got_size
+        self.setRawMode()
 
     def _got_size(self, buf, start, end) -> None:
         size = _unpack_int32(buf, start)[0]
@@ -217,33 +249,30 @@ class ProtocolV2(ClientConnection):
     # -- IDENTIFY / AUTH
 
     def IDENTIFY(self, params) -> None:
-        if self.state != STATE_INIT:
+        if self.client.state != STATE_INIT:
             raise FatalClientError("E_INVALID", "cannot IDENTIFY in current state")
         self._read_body(_size_check("IDENTIFY", self.node.options.max_body_size), self._identify_body)
 
     def _identify_body(self, buf, start, end) -> None:
+        client = self.client
+        options = self.node.options
         data = decode_identify(buf[start:end])
-        self.client_id = data.get("client_id", "")
-        self.hostname = data.get("hostname", "")
-        self.user_agent = data.get("user_agent", "")
-        current = (self.heartbeat_interval, self.output_buffer_size, self.output_buffer_timeout, self.msg_timeout)
+        current = (client.heartbeat_interval, client.output_buffer_size, client.output_buffer_timeout,
+                   client.msg_timeout)
         try:
-            settings = negotiate(data, current, self.node.options)
+            settings = negotiate(data, current, options)
         except ValueError as err:
             raise FatalClientError("E_BAD_BODY", "IDENTIFY %s" % err)
-        heartbeat_interval, self.output_buffer_size, self.output_buffer_timeout, self.msg_timeout = settings
-        if heartbeat_interval != self.heartbeat_interval:
-            self.heartbeat_interval = heartbeat_interval
-            self._start_heartbeats()
-        log.info("[{client}] IDENTIFY: {data}", client=self.remote_address, data=data)
+        client.identified(data.get("client_id", ""), data.get("hostname", ""), data.get("user_agent", ""), settings)
+        log.info("[{client}] IDENTIFY: {data}", client=client.remote_address, data=data)
         if data.get("feature_negotiation"):
-            self.send_response(feature_reply(self.node.options, self.msg_timeout, self.output_buffer_size,
-                                             self.output_buffer_timeout))
+            client.send_response(feature_reply(options, client.msg_timeout, client.output_buffer_size,
+                                               client.output_buffer_timeout))
         else:
-            self.send_response(OK)
+            client.send_response(OK)
 
     def AUTH(self, params) -> None:
-        if self.state != STATE_INIT:
+        if self.client.state != STATE_INIT:
             raise FatalClientError("E_INVALID", "cannot AUTH in current state")
         if len(params) != 1:
             raise FatalClientError("E_INVALID", "AUTH invalid number of parameters")
@@ -255,9 +284,10 @@ class ProtocolV2(ClientConnection):
     # -- consuming
 
     def SUB(self, params) -> None:
-        if self.state != STATE_INIT:
+        client = self.client
+        if client.state != STATE_INIT:
             raise FatalClientError("E_INVALID", "cannot SUB in current state")
-        if self.heartbeat_interval <= 0:
+        if client.heartbeat_interval <= 0:
             raise FatalClientError("E_INVALID", "cannot SUB with heartbeats disabled")
         if len(params) < 3:
             raise FatalClientError("E_INVALID", "SUB insufficient number of parameters")
@@ -269,18 +299,18 @@ class ProtocolV2(ClientConnection):
             raise FatalClientError("E_BAD_CHANNEL", "SUB channel name %s is not valid" % quote(channel_name))
         try:
             channel = self.node.get_topic(topic_name).get_channel(channel_name)
-            channel.add_client(self)
+            channel.add_client(client)
         except QueueError as err:
             raise FatalClientError("E_SUB_FAILED", "SUB failed %s" % err)
-        self.state = STATE_SUBSCRIBED
-        self.channel = channel
-        self.send_response(OK)
+        client.subscribed(channel)
+        client.send_response(OK)
 
     def RDY(self, params) -> None:
-        state = self.state
+        client = self.client
+        state = client.state
         if state == STATE_CLOSING:
             log.info("PROTOCOL(V2): [{client}] ignoring RDY after CLS in state ClientStateV2Closing",
-                     client=self.remote_address)
+                     client=client.remote_address)
             return
         if state != STATE_SUBSCRIBED:
             raise FatalClientError("E_INVALID", "cannot RDY in current state")
@@ -293,30 +323,31 @@ class ProtocolV2(ClientConnection):
         max_rdy = self.node.options.max_rdy_count
         if count > max_rdy:
             raise FatalClientError("E_INVALID", "RDY count %d out of range 0-%d" % (count, max_rdy))
-        if count > self.ready_count:
-            self._pump_pending = True
-        self.ready_count = count
-        if self.in_flight_count >= count:
-            self.flush()
+        client.set_ready(count)
+
+    def _in_flight_command(self, params, command: str):
+        """The message ID of a FIN, REQ or TOUCH, once the client may send one."""
+        state = self.client.state
+        if state != STATE_SUBSCRIBED and state != STATE_CLOSING:
+            raise FatalClientError("E_INVALID", "cannot %s in current state" % command)
+        if len(params) < (3 if command == "REQ" else 2):
+            raise FatalClientError("E_INVALID", "%s insufficient number of params" % command)
+        if len(params[1]) != ID_LENGTH:
+            raise FatalClientError("E_INVALID", "invalid message ID")
+        return params[1]
 
     def FIN(self, params) -> None:
-        if self.state != STATE_SUBSCRIBED and self.state != STATE_CLOSING:
-            raise FatalClientError("E_INVALID", "cannot FIN in current state")
-        if len(params) < 2:
-            raise FatalClientError("E_INVALID", "FIN insufficient number of params")
-        msg_id = _message_id(params[1])
+        msg_id = self._in_flight_command(params, "FIN")
+        client = self.client
         try:
-            self.channel.finish(self, msg_id)
+            client.channel.finish(client, msg_id)
         except QueueError as err:
             raise ClientError("E_FIN_FAILED", "FIN %s failed %s" % (text(msg_id), err))
-        self._pump_pending = True
+        client.finished(1)
 
     def REQ(self, params) -> None:
-        if self.state != STATE_SUBSCRIBED and self.state != STATE_CLOSING:
-            raise FatalClientError("E_INVALID", "cannot REQ in current state")
-        if len(params) < 3:
-            raise FatalClientError("E_INVALID", "REQ insufficient number of params")
-        msg_id = _message_id(params[1])
+        msg_id = self._in_flight_command(params, "REQ")
+        client = self.client
         try:
             timeout_ms = base10(params[2])
         except ValueError:
@@ -324,28 +355,25 @@ class ProtocolV2(ClientConnection):
         max_req = self.node.options.max_req_timeout
         delay = min(timeout_ms, int(max_req * 1000)) / 1000.0
         try:
-            self.channel.requeue(self, msg_id, delay)
+            client.channel.requeue(client, msg_id, delay)
         except QueueError as err:
             raise ClientError("E_REQ_FAILED", "REQ %s failed %s" % (text(msg_id), err))
-        self._pump_pending = True
+        client.requeued()
 
     def TOUCH(self, params) -> None:
-        if self.state != STATE_SUBSCRIBED and self.state != STATE_CLOSING:
-            raise FatalClientError("E_INVALID", "cannot TOUCH in current state")
-        if len(params) < 2:
-            raise FatalClientError("E_INVALID", "TOUCH insufficient number of params")
-        msg_id = _message_id(params[1])
+        msg_id = self._in_flight_command(params, "TOUCH")
+        client = self.client
         try:
-            self.channel.touch(self, msg_id)
+            client.channel.touch(client, msg_id)
         except QueueError as err:
             raise ClientError("E_TOUCH_FAILED", "TOUCH %s failed %s" % (text(msg_id), err))
 
     def CLS(self, params) -> None:
-        if self.state != STATE_SUBSCRIBED:
+        client = self.client
+        if client.state != STATE_SUBSCRIBED:
             raise FatalClientError("E_INVALID", "cannot CLS in current state")
-        self.ready_count = 0
-        self.state = STATE_CLOSING
-        self.send_response(b"CLOSE_WAIT")
+        client.start_closing()
+        client.send_response(b"CLOSE_WAIT")
 
     def NOP(self, params) -> None:
         pass
@@ -370,23 +398,20 @@ class ProtocolV2(ClientConnection):
              delay: float = 0.0) -> None:
         """Encode and queue new messages, then answer OK; or answer first, when the body was the
         last thing read (`last`: the answer would go out at once anyway) and nothing can refuse the
-        messages any more (they stay in memory, see Topic.put_may_fail).
-
-        A publisher that waits for each OK then sends its next publish while this one is encoded
-        and queued, as Go nsqd's topic pump does that work on another core. On one connection (MPUB
-        200 x 200 B), PyPy published 1.2-2.8x and CPython 1.1-1.9x as fast (four pairs of fresh
-        servers each, taking turns)."""
+        messages any more (they stay in memory, see Topic.put_may_fail): a publisher waiting for
+        each OK then sends its next publish while this one is encoded and queued."""
+        client = self.client
         topic = self.node.get_topic(topic_name)
         early = last and not delay and not topic.put_may_fail(len(bodies))
         if early:
-            self.respond_now(OK)
+            client.respond_now(OK)
         try:
             topic.put(new_batch(self.node, bodies), delay)
         except QueueError as err:
             raise FatalClientError(error_code, "%s failed %s" % (command, err))
-        self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + len(bodies)
+        client.published(topic_name, len(bodies))
         if not early:
-            self.send_response(OK)
+            client.send_response(OK)
 
     def PUB(self, params) -> None:
         name = self._publish_topic(params, "PUB", 2)

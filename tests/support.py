@@ -137,8 +137,14 @@ class Conn:
     def __init__(self, node, port=4000):
         self.proto = V2Factory(node).buildProtocol(None)
         self.transport = CountingTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", port))
+        self.transport.protocol = self.proto
         self.proto.makeConnection(self.transport)
         self._pending = b""
+
+    @property
+    def client(self):
+        """The server's state of this connection (a ClientV2)."""
+        return self.proto.client
 
     def send(self, data: bytes) -> None:
         self.proto.dataReceived(data)
@@ -189,6 +195,12 @@ class Conn:
 
     def lose(self) -> None:
         self.proto.connectionLost(None)
+
+
+def disconnect_all(node) -> None:
+    """Every client connection of `node` (made with :class:`Conn`) ends, as its transport would end it."""
+    for client in list(node.clients):
+        client.transport.protocol.connectionLost(None)
 
 
 def decode(data: bytes):

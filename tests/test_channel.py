@@ -66,10 +66,10 @@ class ChannelTests(TestCase):
         self.publish(b"1", b"2")
         [(_, msg_id, _)] = conn.messages()
         channel = self.node.topics["t"].channels["c"]
-        channel.requeue(conn.proto, msg_id, 10.0)
+        channel.requeue(conn.client, msg_id, 10.0)
         channel.empty()
         self.assertEqual((channel.depth(), len(channel.in_flight), len(channel.deferred)), (0, 0, 0))
-        self.assertEqual(conn.proto.in_flight_count, 0)
+        self.assertEqual(conn.client.in_flight_count, 0)
         self.clock.advance(20)
         self.node.scan_queues()
         self.assertEqual(conn.messages(), [])
@@ -160,7 +160,7 @@ class ChannelTests(TestCase):
         conn.command(b"RDY 0")
         self.publish(b"2")
         channel = self.node.topics["t"].channels["c"]
-        channel.requeue(conn.proto, msg_id, 0)
+        channel.requeue(conn.client, msg_id, 0)
         self.assertEqual([(attempts(m), body(m)) for m in queued(channel.memory)], [(0, b"2"), (1, b"1")])
 
     def test_deleting_a_channel_closes_its_consumers(self):
@@ -238,12 +238,12 @@ class ChannelTests(TestCase):
         bodies = [b"x" * 100] * (2 * _PUMP_SLICE + 10)
         self.publish(*bodies)
         self.assertEqual([len(c.messages()) for c in conns], [_PUMP_SLICE, 0])
-        self.assertEqual([c.proto._wbuf for c in conns], [[], []])
+        self.assertEqual([c.client._wbuf for c in conns], [[], []])
         self.clock.advance(0)
         self.assertEqual([len(c.messages()) for c in conns], [0, _PUMP_SLICE])
         self.clock.advance(0)
         self.assertEqual([len(c.messages()) for c in conns], [0, 0])
-        self.clock.advance(conns[0].proto.output_buffer_timeout)
+        self.clock.advance(conns[0].client.output_buffer_timeout)
         self.assertEqual([len(c.messages()) for c in conns], [5, 5])
 
     def test_a_flush_empties_the_write_buffer_in_place(self):
@@ -251,12 +251,12 @@ class ChannelTests(TestCase):
         conn = Conn(self.node).magic()
         conn.subscribe(rdy=10)
         conn.frames()
-        wbuf = conn.proto._wbuf
+        wbuf = conn.client._wbuf
         self.publish(b"1")
         self.assertEqual(len(wbuf), 1)
-        self.clock.advance(conn.proto.output_buffer_timeout)
+        self.clock.advance(conn.client.output_buffer_timeout)
         self.assertEqual(len(conn.messages()), 1)
-        self.assertIs(conn.proto._wbuf, wbuf)
+        self.assertIs(conn.client._wbuf, wbuf)
         self.assertEqual(wbuf, [])
 
     def test_a_slice_from_a_backlog_goes_out_in_one_write(self):
@@ -276,13 +276,13 @@ class ChannelTests(TestCase):
         conn.subscribe(rdy=2500)
         conn.frames()
         written = []
-        write = conn.proto._write
+        write = conn.client._write
 
         def record(parts):
             written.append(len(parts))
             write(parts)
 
-        conn.proto._write = record
+        conn.client._write = record
         self.publish(*[b"x" * 100] * 500)
         self.assertEqual((written, len(conn.messages())), ([1], 500))
 
@@ -292,10 +292,10 @@ class ChannelTests(TestCase):
         conn.frames()
         self.publish(b"1", b"2", b"3")
         channel = self.node.topics["t"].channels["c"]
-        [run] = conn.proto._wbuf
+        [run] = conn.client._wbuf
         self.assertIsInstance(run, memoryview)
         self.assertIs(run.obj, channel.in_flight.records[0])
-        self.clock.advance(conn.proto.output_buffer_timeout)
+        self.clock.advance(conn.client.output_buffer_timeout)
         self.assertEqual([m[2] for m in conn.messages()], [b"1", b"2", b"3"])
 
     def test_a_pump_that_fails_does_not_leave_the_consumer_holding_its_flushes(self):
@@ -307,7 +307,7 @@ class ChannelTests(TestCase):
 
         self.patch(channel.in_flight, "add_run", fail)
         self.assertRaises(RuntimeError, self.publish, b"1")
-        conn.proto.send_response(b"OK")
+        conn.client.send_response(b"OK")
         self.assertEqual(conn.frames(), [(0, b"OK")])
 
     def test_round_robin_resumes_where_it_left_off(self):
@@ -348,7 +348,7 @@ class ChannelTests(TestCase):
         self.publish(b"1", b"2")
         self.assertEqual(len(left.messages()), 2)
         left.lose()
-        gone = weakref.ref(left.proto)
+        gone = weakref.ref(left.client)
         del left
         channel = self.node.topics["t"].channels["c"]
         self.assertEqual(len(channel.in_flight), 2)

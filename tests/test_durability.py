@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 from nsqtx import metadata
 from nsqtx.node import NSQD
 from nsqtx.options import Options
-from tests.support import RESPONSE, Conn, data_dir, make_node, mpub_body
+from tests.support import RESPONSE, Conn, data_dir, disconnect_all, make_node, mpub_body
 
 
 class MetadataFileTests(TestCase):
@@ -62,8 +62,7 @@ class RestartTests(TestCase):
 
     def stop(self, node):
         stopped = node.stopService()
-        for client in list(node.clients):
-            client.connectionLost(None)
+        disconnect_all(node)
         self.successResultOf(stopped)
 
     def consume_all(self, node, clock, topic=b"t", channel=b"c"):

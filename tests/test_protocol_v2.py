@@ -6,8 +6,9 @@ import struct
 
 from twisted.trial.unittest import TestCase
 
-from nsqtx.client import HOLD_LIMIT
-from tests.support import ERROR, MESSAGE, RESPONSE, Conn, body, decode, make_node, message_id, mpub_body, queued
+from nsqtx.client_v2 import HOLD_LIMIT
+from tests.support import (ERROR, MESSAGE, RESPONSE, Conn, body, decode, disconnect_all, make_node, message_id, mpub_body,
+                           queued)
 
 
 class Base(TestCase):
@@ -75,7 +76,7 @@ class PublishTests(Base):
         self.assertOK(conn)
         topic = self.node.topics["t"]
         self.assertEqual((topic.message_count, topic.message_bytes, topic.depth()), (1, 5, 1))
-        self.assertEqual(conn.proto.pub_counts, {"t": 1})
+        self.assertEqual(conn.client.pub_counts, {"t": 1})
 
     def test_pub_body_split_byte_by_byte(self):
         conn = self.conn()
@@ -123,7 +124,7 @@ class PublishTests(Base):
             self.assertOK(conn)
         self.assertEqual({name: [body(m) for m in queued(topic.memory)] for name, topic in self.node.topics.items()},
                          {"a": [b"1", b"2", b"4"], "b": [b"3", b"3b"], "c": [b"5"]})
-        self.assertEqual(conn.proto.pub_counts, {"a": 3, "b": 2, "c": 1})
+        self.assertEqual(conn.client.pub_counts, {"a": 3, "b": 2, "c": 1})
         conn.send(b"PUB a!\n")
         self.assertError(conn, b'E_BAD_TOPIC PUB topic name "a!" is not valid')
 
@@ -134,7 +135,7 @@ class PublishTests(Base):
         topic = self.node.topics["t"]
         self.assertEqual([body(m) for m in queued(topic.memory)], [b"a", b"bb", b"ccc"])
         self.assertEqual(len({message_id(m) for m in queued(topic.memory)}), 3)
-        self.assertEqual(conn.proto.pub_counts, {"t": 3})
+        self.assertEqual(conn.client.pub_counts, {"t": 3})
 
     def test_mpub_errors_publish_nothing(self):
         good = struct.pack(">l", 1) + b"a"
@@ -417,15 +418,15 @@ class IdentifyTests(Base):
             "sample_rate": 0, "auth_required": False, "output_buffer_size": 1024, "output_buffer_timeout": 100,
             "topology_region": "", "topology_zone": "",
         })
-        proto = conn.proto
-        self.assertEqual((proto.msg_timeout, proto.output_buffer_size, proto.output_buffer_timeout), (5.0, 1024, 0.1))
+        client = conn.client
+        self.assertEqual((client.msg_timeout, client.output_buffer_size, client.output_buffer_timeout), (5.0, 1024, 0.1))
 
     def test_without_negotiation_answers_ok_and_records_identity(self):
         conn = self.conn()
         conn.identify(client_id="worker-1", hostname="box", user_agent="test/1.0")
         self.assertOK(conn)
-        proto = conn.proto
-        self.assertEqual((proto.client_id, proto.hostname, proto.user_agent), ("worker-1", "box", "test/1.0"))
+        client = conn.client
+        self.assertEqual((client.client_id, client.hostname, client.user_agent), ("worker-1", "box", "test/1.0"))
 
     def test_invalid_bodies(self):
         cases = [
@@ -460,7 +461,7 @@ class IdentifyTests(Base):
         conn = self.conn()
         conn.command(b"IDENTIFY", payload + b" " * (100 - len(payload)))
         self.assertOK(conn)
-        self.assertEqual(conn.proto.client_id, "edge")
+        self.assertEqual(conn.client.client_id, "edge")
         conn = self.conn()
         conn.command(b"IDENTIFY", payload + b" " * (101 - len(payload)))
         self.assertError(conn, b"E_BAD_BODY IDENTIFY body too big 101 > 100")
@@ -482,7 +483,7 @@ class IdentifyTests(Base):
     def test_output_buffer_size_minus_one_disables_buffering(self):
         conn = self.conn()
         conn.identify(output_buffer_size=-1)
-        self.assertEqual((conn.proto.output_buffer_size, conn.proto.output_buffer_timeout), (1, 0.0))
+        self.assertEqual((conn.client.output_buffer_size, conn.client.output_buffer_timeout), (1, 0.0))
 
     def test_auth_is_disabled(self):
         conn = self.conn()
@@ -652,7 +653,7 @@ class ConsumeTests(Base):
         self.publish(b"y")
         [(_, msg_id, _)] = conn.messages()
         conn.send(b"FIN " + msg_id + b"\r\n")
-        self.assertEqual((conn.frames(), conn.proto.finish_count), ([], 1))
+        self.assertEqual((conn.frames(), conn.client.finish_count), ([], 1))
 
     def test_a_run_of_fins_in_one_chunk_ends_at_the_first_other_line(self):
         """FINs arriving together are taken in a loop of their own; every kind of line that can end
@@ -669,9 +670,9 @@ class ConsumeTests(Base):
             b"FIN " + ids[5] + b"\n",
             b"FIN " + ids[6][:8]]))                    # the rest comes in the next chunk
         self.assertEqual(conn.frames(), [(ERROR, b"E_FIN_FAILED FIN 0123456789abcdef failed ID not in flight")])
-        self.assertEqual(conn.proto.finish_count, 6)
+        self.assertEqual(conn.client.finish_count, 6)
         conn.send(ids[6][8:] + b"\n")
-        self.assertEqual((conn.frames(), conn.proto.finish_count, conn.closed), ([], 7, False))
+        self.assertEqual((conn.frames(), conn.client.finish_count, conn.closed), ([], 7, False))
 
     def test_a_bad_line_in_a_run_of_fins_is_fatal_there(self):
         conn = self.consumer(rdy=2)
@@ -679,7 +680,7 @@ class ConsumeTests(Base):
         ids = [msg_id for _, msg_id, _ in conn.messages()]
         conn.send(b"FIN " + ids[0] + b"\nFIN 01234567\n9abcdef\nFIN " + ids[1] + b"\n")
         self.assertError(conn, b"E_INVALID invalid message ID")
-        self.assertEqual(conn.proto.finish_count, 1)
+        self.assertEqual(conn.client.finish_count, 1)
 
     def test_fin_is_counted(self):
         conn = self.consumer(rdy=1)
@@ -687,7 +688,7 @@ class ConsumeTests(Base):
         [(_, msg_id, _)] = conn.messages()
         conn.command(b"FIN " + msg_id)
         channel = self.node.topics["t"].channels["c"]
-        self.assertEqual((conn.proto.finish_count, conn.proto.in_flight_count, len(channel.in_flight)), (1, 0, 0))
+        self.assertEqual((conn.client.finish_count, conn.client.in_flight_count, len(channel.in_flight)), (1, 0, 0))
 
     def test_req_redelivers_with_attempts_incremented(self):
         conn = self.consumer(rdy=1)
@@ -698,7 +699,7 @@ class ConsumeTests(Base):
         [(attempts, again, body)] = conn.messages()
         self.assertEqual((attempts, again, body), (2, msg_id, b"x"))
         channel = self.node.topics["t"].channels["c"]
-        self.assertEqual((channel.requeue_count, conn.proto.requeue_count), (1, 1))
+        self.assertEqual((channel.requeue_count, conn.client.requeue_count), (1, 1))
 
     def test_req_with_delay_defers(self):
         conn = self.consumer(rdy=1)
@@ -749,7 +750,7 @@ class ConsumeTests(Base):
         self.assertEqual((attempts, again), (2, msg_id))
         channel = self.node.topics["t"].channels["c"]
         self.assertEqual(channel.timeout_count, 1)
-        self.assertEqual(conn.proto.in_flight_count, 1)
+        self.assertEqual(conn.client.in_flight_count, 1)
 
     def test_scan_runs_on_the_queue_scan_interval(self):
         self.node.startService()
@@ -763,8 +764,7 @@ class ConsumeTests(Base):
         stopped = self.node.stopService()
         self.assertTrue(conn.closed)
         self.assertNoResult(stopped)
-        for client in list(self.node.clients):
-            client.connectionLost(None)
+        disconnect_all(self.node)
         self.successResultOf(stopped)
 
     def test_touch_extends_deadline(self):
@@ -809,7 +809,7 @@ class ConsumeTests(Base):
         self.assertEqual(conn.frames(), [])
         self.assertFalse(conn.closed)
         channel = self.node.topics["t"].channels["c"]
-        self.assertEqual((conn.proto.ready_count, conn.proto.in_flight_count, len(channel.in_flight)), (0, 0, 0))
+        self.assertEqual((conn.client.ready_count, conn.client.in_flight_count, len(channel.in_flight)), (0, 0, 0))
         self.assertEqual(channel.depth(), 1)
 
     def test_fin_allowed_while_closing(self):
@@ -820,7 +820,7 @@ class ConsumeTests(Base):
         conn.frames()
         conn.command(b"FIN " + msg_id)
         self.assertEqual(conn.frames(), [])
-        self.assertEqual(conn.proto.finish_count, 1)
+        self.assertEqual(conn.client.finish_count, 1)
 
     def test_fan_out_to_every_channel(self):
         a = self.consumer(rdy=10, channel=b"a", port=5001, output_buffer_timeout=-1)
@@ -980,7 +980,7 @@ class HeartbeatAndBufferTests(Base):
 
         def write_and_fill(data):
             write(data)
-            conn.proto.pauseProducing()
+            conn.client.pauseProducing()
 
         conn.transport.write = write_and_fill
         self.conn(9000).command(b"MPUB t", mpub_body([b"%10000d" % i for i in range(50)]))
@@ -988,7 +988,7 @@ class HeartbeatAndBufferTests(Base):
         per_write = -(-HOLD_LIMIT // (34 + 10000))
         self.assertEqual((len(conn.messages()), channel.depth()), (per_write, 50 - per_write))
         conn.transport.write = write
-        conn.proto.resumeProducing()
+        conn.client.resumeProducing()
         self.clock.advance(1)
         self.assertEqual((len(conn.messages()), channel.depth()), (50 - per_write, 0))
 
@@ -996,13 +996,13 @@ class HeartbeatAndBufferTests(Base):
         conn = self.conn()
         conn.subscribe(rdy=10)
         conn.frames()
-        conn.proto.pauseProducing()
+        conn.client.pauseProducing()
         self.assertEqual(conn.transport.producerState, "paused")
         publisher = self.conn(9000)
         publisher.command(b"PUB t", b"x")
         self.clock.advance(1)
         self.assertEqual(conn.frames(), [])
-        conn.proto.resumeProducing()
+        conn.client.resumeProducing()
         self.assertEqual(conn.transport.producerState, "producing")
         self.clock.advance(1)
         self.assertEqual(len(conn.messages()), 1)
