@@ -27,6 +27,7 @@ from benchmarks.errors import BenchError
 from benchmarks.report import describe_nsqd, format_table, median_rows
 from benchmarks.scenarios import Bench, next_backlog
 from benchmarks.server import Server, free_port, nsqtx_command
+from benchmarks.settings import REPO_ROOT
 
 
 def _row(python="/py/a", mode="pub", connections=1, **fields) -> dict:
@@ -89,6 +90,12 @@ class ParseArgsTests(unittest.TestCase):
 
     def test_nsqload_source_beside_the_repository(self):
         self.assertTrue(DEFAULT_NSQLOAD_SRC.endswith("/shared/bench/nsqload.c"), DEFAULT_NSQLOAD_SRC)
+        self.assertEqual(DEFAULT_NSQLOAD_SRC, os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "nsqload.c"))
+
+    def test_repository_root_is_the_checkout_the_server_imports(self):
+        # the server runs with PYTHONPATH=REPO_ROOT: the checkout that holds both the bench and nsqtx
+        self.assertTrue(os.path.isfile(os.path.join(REPO_ROOT, "benchmarks", "settings.py")), REPO_ROOT)
+        self.assertTrue(os.path.isfile(os.path.join(REPO_ROOT, "nsqtx", "__init__.py")), REPO_ROOT)
 
     def test_values(self):
         args = parse_args(["--python", "/py/a", "--python", "/py/b", "--scenarios", " mem, pub ",
