@@ -1,4 +1,4 @@
-"""The parts of ``python -m nsqtx.bench`` that need no nsqtx server: its options, how repeated runs
+"""The parts of ``python -m benchmarks`` that need no nsqtx server: its options, how repeated runs
 become one row each, the table, the percentile of /ping latencies and what polls /ping during a
 warm-up. Nothing here runs or times a load."""
 from __future__ import annotations
@@ -18,15 +18,16 @@ import threading
 
 from twisted.trial import unittest
 
-from nsqtx.bench.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args, rerun_stale,
-                             run_rounds)
-from nsqtx.bench import meters, scenarios
-from nsqtx.bench.meters import CPUMeter, _percentile, machine_seconds, ping_burst
-from nsqtx.bench.nsqload import LoadResult
-from nsqtx.bench.errors import BenchError
-from nsqtx.bench.report import describe_nsqd, format_table, median_rows
-from nsqtx.bench.scenarios import Bench, next_backlog
-from nsqtx.bench.server import Server, free_port, nsqtx_command
+from benchmarks.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args, rerun_stale,
+                            run_rounds)
+from benchmarks import meters, scenarios
+from benchmarks.meters import CPUMeter, _percentile, machine_seconds, ping_burst
+from benchmarks.nsqload import LoadResult
+from benchmarks.errors import BenchError
+from benchmarks.report import describe_nsqd, format_table, median_rows
+from benchmarks.scenarios import Bench, next_backlog
+from benchmarks.server import Server, free_port, nsqtx_command
+from benchmarks.settings import REPO_ROOT
 
 
 def _row(python="/py/a", mode="pub", connections=1, **fields) -> dict:
@@ -89,6 +90,12 @@ class ParseArgsTests(unittest.TestCase):
 
     def test_nsqload_source_beside_the_repository(self):
         self.assertTrue(DEFAULT_NSQLOAD_SRC.endswith("/shared/bench/nsqload.c"), DEFAULT_NSQLOAD_SRC)
+        self.assertEqual(DEFAULT_NSQLOAD_SRC, os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "nsqload.c"))
+
+    def test_repository_root_is_the_checkout_the_server_imports(self):
+        # the server runs with PYTHONPATH=REPO_ROOT: the checkout that holds both the bench and nsqtx
+        self.assertTrue(os.path.isfile(os.path.join(REPO_ROOT, "benchmarks", "settings.py")), REPO_ROOT)
+        self.assertTrue(os.path.isfile(os.path.join(REPO_ROOT, "nsqtx", "__init__.py")), REPO_ROOT)
 
     def test_values(self):
         args = parse_args(["--python", "/py/a", "--python", "/py/b", "--scenarios", " mem, pub ",

@@ -1,8 +1,9 @@
 """Names and limits that more than one part of the bench relies on."""
 import os
 
-#: the source tree the server imports nsqtx from (PYTHONPATH), and whose commit the results name
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: the source tree the server imports nsqtx from (PYTHONPATH), and whose commit the results name: the
+#: repository root, which holds both benchmarks/ and nsqtx/
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPIC = "bench"
 CHANNEL = "bench"
 #: nsqd's default --max-rdy-count: what the sub scenario asks for unless given --rdy

@@ -8,9 +8,9 @@ import shutil
 import subprocess
 import tempfile
 
-from nsqtx.bench.errors import BenchError, ScenarioError
-from nsqtx.bench.processes import children, spawn, stop
-from nsqtx.bench.server import Server
+from benchmarks.errors import BenchError, ScenarioError
+from benchmarks.processes import children, spawn, stop
+from benchmarks.server import Server
 
 #: nsqload runs for its SECONDS argument; allowed on top before it is presumed stuck on a stalled server
 LOAD_GRACE = 30.0

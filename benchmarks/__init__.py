@@ -1,6 +1,8 @@
-"""Benchmark an nsqtx server the way a user runs it: ``python -m nsqtx.bench``.
+"""Benchmark an nsqtx server the way a user runs it: ``python -m benchmarks``.
 
-A tool, not a test: nothing in the test suite runs it, and nothing in CI times anything.
+A tool, not a test: nothing in the test suite runs it, and nothing in CI times anything. It is not
+part of the nsqtx package (setup.py does not install it): run it from the root of a checkout, where
+``python -m benchmarks`` finds it, and ``pydoc benchmarks`` shows this text.
 
 For each scenario it starts a fresh server as a subprocess,
 ``<python> -m twisted nsqtx --tcp-address=127.0.0.1:<free> --http-address=127.0.0.1:<free>
@@ -51,13 +53,13 @@ table. ``--json`` gives every figure (also /ping p50 and max, RSS, fill rates) f
 
 Examples::
 
-    python -m nsqtx.bench
-    python -m nsqtx.bench --python /tmp/pvenv/bin/python --scenarios pub --seconds 10
-    python -m nsqtx.bench --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --json
-    python -m nsqtx.bench --mem-queue-size=0 --scenarios pub
-    python -m nsqtx.bench --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --repeat 3
-    python -m nsqtx.bench --python /tmp/pvenv/bin/python --scenarios sub --sub-warmup 1 --repeat 5
-    python -m nsqtx.bench --python /tmp/pvenv/bin/python --nsqd ~/go/bin/nsqd --scenarios sub --repeat 9
+    python -m benchmarks
+    python -m benchmarks --python /tmp/pvenv/bin/python --scenarios pub --seconds 10
+    python -m benchmarks --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --json
+    python -m benchmarks --mem-queue-size=0 --scenarios pub
+    python -m benchmarks --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --repeat 3
+    python -m benchmarks --python /tmp/pvenv/bin/python --scenarios sub --sub-warmup 1 --repeat 5
+    python -m benchmarks --python /tmp/pvenv/bin/python --nsqd ~/go/bin/nsqd --scenarios sub --repeat 9
 
 The machine this runs on is usually shared, and single runs vary by tens of percent: ``--repeat N``
 runs everything N times, alternating the order of runtimes and connection counts, and reports for
@@ -73,7 +75,7 @@ the bench, only the binary (nsqio/nsq's releases, or ``go build ./apps/nsqd`` in
 
 ``--python`` picks the server's interpreter (repeat it to compare runtimes); the server imports
 nsqtx from this source tree (``PYTHONPATH`` is set to the repository root) and inherits the
-environment, so e.g. ``PYPY_GC_NURSERY=64MB python -m nsqtx.bench ...`` measures that PyPy setting. ``--mem-queue-size``
+environment, so e.g. ``PYPY_GC_NURSERY=64MB python -m benchmarks ...`` measures that PyPy setting. ``--mem-queue-size``
 is passed through to the server (default: large enough to keep the whole run in memory; 0 sends
 every message through the disk queue in the temporary data directory). A publish the server
 refuses (``E_MPUB_FAILED``, e.g. a disk that is full) is reported as the scenario's error instead

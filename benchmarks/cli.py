@@ -1,4 +1,4 @@
-"""``python -m nsqtx.bench``'s options, and the order in which it runs runtimes, scenarios and rounds."""
+"""``python -m benchmarks``'s options, and the order in which it runs runtimes, scenarios and rounds."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,13 @@ import os
 import signal
 import sys
 
-from nsqtx.bench.errors import BenchError
-from nsqtx.bench.nsqload import build_nsqload
-from nsqtx.bench.processes import Interrupted, interrupt, stop_all
-from nsqtx.bench.report import describe_nsqd, describe_runtime, format_table, median_rows, report, source_version
-from nsqtx.bench.scenarios import Bench
-from nsqtx.bench.server import nsqtx_command
-from nsqtx.bench.settings import REPO_ROOT, SUB_RDY
+from benchmarks.errors import BenchError
+from benchmarks.nsqload import build_nsqload
+from benchmarks.processes import Interrupted, interrupt, stop_all
+from benchmarks.report import describe_nsqd, describe_runtime, format_table, median_rows, report, source_version
+from benchmarks.scenarios import Bench
+from benchmarks.server import nsqtx_command
+from benchmarks.settings import REPO_ROOT, SUB_RDY
 
 DEFAULT_NSQLOAD_SRC = os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "nsqload.c")
 
@@ -50,12 +50,12 @@ def _positive(kind):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m nsqtx.bench",
+        prog="python -m benchmarks",
         description="Benchmark nsqtx as a subprocess (python -m twisted nsqtx) with the C load generator "
                     "nsqload: publish rate, consume rate from a backlog, memory per queued message, and "
                     "/ping p99 latency under load; Go nsqd too, the same way, with --nsqd. Traffic goes to "
                     "127.0.0.1 only.",
-        epilog="The module docstring (pydoc nsqtx.bench) describes each scenario.")
+        epilog="The module docstring (pydoc benchmarks) describes each scenario.")
     parser.add_argument("--python", action="append", metavar="PATH",
                         help="interpreter that runs the server; repeat to compare (default: %s)" % sys.executable)
     parser.add_argument("--nsqd", action="append", default=[], metavar="PATH",
@@ -155,13 +155,13 @@ def main(argv=None) -> int:
         run_rounds(benches, args, runs)
         rerun_stale(benches, args, runs)
     except BenchError as e:
-        print("nsqtx.bench: %s" % e, file=sys.stderr)
+        print("benchmarks: %s" % e, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nsqtx.bench: interrupted", file=sys.stderr)
+        print("benchmarks: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except Interrupted as e:
-        print("nsqtx.bench: stopped by signal %d" % e.args[0], file=sys.stderr)
+        print("benchmarks: stopped by signal %d" % e.args[0], file=sys.stderr)
         return 128 + e.args[0]
     finally:
         stop_all()

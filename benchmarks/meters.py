@@ -9,8 +9,8 @@ import resource
 import threading
 import time
 
-from nsqtx.bench.server import Server
-from nsqtx.bench.settings import CHANNEL, PING_TIMEOUT, TOPIC
+from benchmarks.server import Server
+from benchmarks.settings import CHANNEL, PING_TIMEOUT, TOPIC
 
 DRAIN_POLL = 0.1
 

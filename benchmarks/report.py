@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from nsqtx.bench.errors import BenchError
-from nsqtx.bench.settings import REPO_ROOT
+from benchmarks.errors import BenchError
+from benchmarks.settings import REPO_ROOT
 
 
 def source_version() -> str:
@@ -147,5 +147,5 @@ def _progress(row: dict) -> str:
 
 
 def report(row: dict) -> None:
-    print("nsqtx.bench: %s %s x%d: %s" % (row["runtime"], row["mode"], row["connections"], _progress(row)),
+    print("benchmarks: %s %s x%d: %s" % (row["runtime"], row["mode"], row["connections"], _progress(row)),
           file=sys.stderr, flush=True)

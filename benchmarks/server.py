@@ -13,9 +13,9 @@ import subprocess
 import tempfile
 import time
 
-from nsqtx.bench.errors import ScenarioError
-from nsqtx.bench.processes import spawn, stop
-from nsqtx.bench.settings import PING_TIMEOUT, REPO_ROOT
+from benchmarks.errors import ScenarioError
+from benchmarks.processes import spawn, stop
+from benchmarks.settings import PING_TIMEOUT, REPO_ROOT
 
 #: how long a server may take to answer /ping after start (PyPy's start-up is the slow one)
 START_TIMEOUT = 60.0

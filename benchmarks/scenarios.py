@@ -7,11 +7,11 @@ import math
 import sys
 import time
 
-from nsqtx.bench.errors import ScenarioError
-from nsqtx.bench.meters import CPUMeter, DrainWatcher, PingPoller, ping_burst
-from nsqtx.bench.nsqload import Load, LoadResult
-from nsqtx.bench.server import Server
-from nsqtx.bench.settings import CHANNEL, TOPIC
+from benchmarks.errors import ScenarioError
+from benchmarks.meters import CPUMeter, DrainWatcher, PingPoller, ping_burst
+from benchmarks.nsqload import Load, LoadResult
+from benchmarks.server import Server
+from benchmarks.settings import CHANNEL, TOPIC
 
 #: publishes per second above any measured here, Go nsqd's included (1.4M)
 PUB_RATE_BOUND = 5000000
@@ -98,7 +98,7 @@ class Bench:
             lasted = row.get("drained_after") or a.seconds / 2
             self.sub_backlog = next_backlog(backlog, row["filled"], row["warmup_msgs"], lasted, a.seconds, limit,
                                             a.sub_warmup, row.get("warmup_drained_after"))
-            print("nsqtx.bench: %s sub x%d: %d messages ran out after %.1fs; again with %d"
+            print("benchmarks: %s sub x%d: %d messages ran out after %.1fs; again with %d"
                   % (self.runtime, conns, row["filled"], lasted, self.sub_backlog), file=sys.stderr)
         if row["backlog"] > a.messages:
             row["notes"].append("backlog raised to %d: %d ran out before %gs" % (row["backlog"], a.messages, a.seconds))
