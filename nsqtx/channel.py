@@ -5,23 +5,20 @@ most _PUMP_SLICE messages, the rest continuing in the reactor's next turn: nothi
 per-message timer or Deferred. Expiry is a periodic scan of the in-flight table
 (:mod:`nsqtx.in_flight`) and of the deferred messages' heap (see :meth:`Channel.scan`).
 
-Ready messages (batches of messages encoded as frames, see :mod:`nsqtx.message`) live in memory up
-to --mem-queue-size, then in the channel's disk queue (none for ephemeral channels, which drop the
-excess). Once anything is on disk, new messages queue behind it there too, so a backlog comes back
-in publish order; the pump reads from disk only as many messages as subscribers can take at that
-moment.
+Ready messages (batches of messages encoded as frames, see :mod:`nsqtx.message`) wait in the
+channel's :class:`~nsqtx.backed_queue.BackedQueue`: memory up to --mem-queue-size, then disk
+(ephemeral channels drop the excess). The pump reads from disk only as many messages as subscribers
+can take at that moment.
 """
 from __future__ import annotations
 
 from heapq import heappop, heappush
 
-from nsqtx.backlog import enqueue, may_fail
+from nsqtx.backed_queue import BackedQueue
 from nsqtx.batch import Batch
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import InFlight
 from nsqtx.log import NSQLogger
-from nsqtx.memory_queue import MemoryQueue
-from nsqtx.message import from_disk
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
@@ -41,9 +38,8 @@ class Channel:
         self.clock = topic.node.clock
         self.options = topic.node.options
         self.ephemeral = is_ephemeral(name)
-        self.memory = MemoryQueue()
-        #: the disk queue behind `memory`; None for ephemeral channels
-        self.backend = None if self.ephemeral else self.node.backend_queue("%s:%s" % (topic.name, name))
+        self.queue = BackedQueue("CHANNEL(%s)" % name, self.options,
+                                 self.node.backend_queue("%s:%s" % (topic.name, name), self.ephemeral))
         #: subscribed connections, in subscription order; each pump starts one further along
         self.clients = []
         self._next_client = 0
@@ -59,32 +55,33 @@ class Channel:
         self.message_count = 0
         self.requeue_count = 0
         self.timeout_count = 0
-        #: messages an ephemeral channel dropped because its memory queue was full
-        self.dropped_count = 0
 
     def __repr__(self) -> str:
         return "<Channel %s:%s>" % (self.topic.name, self.name)
 
     def depth(self) -> int:
-        return len(self.memory) + self.backend_depth()
+        return self.queue.depth()
 
     def backend_depth(self) -> int:
-        backend = self.backend
-        return backend.depth if backend is not None else 0
+        return self.queue.backend_depth()
+
+    @property
+    def dropped_count(self) -> int:
+        """Messages an ephemeral channel dropped because its memory queue was full."""
+        return self.queue.dropped_count
 
     # -- putting messages in
 
     def put_may_fail(self, count: int) -> bool:
         """Whether put() of `count` new messages may raise QueueError."""
-        return self.exiting or may_fail(self.memory, self.backend, self.options.mem_queue_size, count)
+        return self.exiting or self.queue.put_may_fail(count)
 
     def put(self, batch: Batch) -> None:
         """Queue new messages: memory first, then disk; QueueError if the disk refuses them."""
         if self.exiting:
             raise QueueError("exiting")
         self.message_count += batch.count
-        self.dropped_count += enqueue(self.memory, self.backend, self.options.mem_queue_size, batch,
-                                      self.node.write_backend)
+        self.queue.put(batch)
         self.pump()
 
     def put_deferred(self, data: bytes, delay: float) -> None:
@@ -135,10 +132,10 @@ class Channel:
         self._pumping = True
         try:
             budget = _PUMP_SLICE - self._deliver(_PUMP_SLICE)
-            backend = self.backend
-            while budget > 0 and not self.memory and backend is not None and backend.depth and not self.exiting:
+            queue = self.queue
+            while budget > 0 and not queue.memory and queue.backend_depth() and not self.exiting:
                 want = min(sum(client.room() for client in self.clients), _DISK_BATCH, budget)
-                if want <= 0 or not self._refill(want):
+                if want <= 0 or not queue.refill(want):
                     break
                 budget -= self._deliver(budget)
         finally:
@@ -150,12 +147,6 @@ class Channel:
         self._next_slice = None
         self.pump()
 
-    def _refill(self, count: int) -> bool:
-        """Move up to `count` messages from disk to memory; False if none could be read."""
-        batch = from_disk(self.backend.read(count))
-        self.memory.put(batch)
-        return batch.count > 0
-
     def _deliver(self, limit: int) -> int:
         """Deliver up to `limit` messages from memory; returns how many went out.
 
@@ -166,7 +157,7 @@ class Channel:
         subscriber getting its share in one run, so that its frames go out together and its FINs
         come back together. A share that ends the slice is sent at once rather than left to wait
         for the other subscribers' turns."""
-        memory = self.memory
+        memory = self.queue.memory
         clients = self.clients
         if not memory or not clients:
             return 0
@@ -218,7 +209,7 @@ class Channel:
         if delay > 0:
             self._defer(data, self.clock.seconds() + delay)
         else:
-            self.memory.append(data)
+            self.queue.append(data)
 
     def touch(self, client, msg_id: bytes) -> None:
         self.in_flight.touch(msg_id, client, self.clock.seconds(), client.msg_timeout, self.options.max_msg_timeout)
@@ -231,11 +222,11 @@ class Channel:
         for client, data in self.in_flight.expire(now):
             client.timed_out(1)
             self.timeout_count += 1
-            self.memory.append(data)
+            self.queue.append(data)
             moved = True
         heap = self.deferred
         while heap and heap[0][0] <= now:
-            self.memory.append(heappop(heap)[2])
+            self.queue.append(heappop(heap)[2])
             moved = True
         if moved:
             self.pump()
@@ -260,37 +251,24 @@ class Channel:
 
     def empty(self) -> None:
         """Drop every queued, in-flight and deferred message, as nsqd's /channel/empty does."""
-        self.memory.clear()
-        if self.backend is not None:
-            self.backend.empty()
+        self.queue.empty()
         self.in_flight.clear()
         self.deferred = []
         for client in self.clients:
             client.emptied()
 
-    def close(self) -> None:
+    def close(self):
         """Shutdown: disconnect subscribers, then write queued, in-flight and deferred messages to
-        disk (in that order, as nsqd) so a restart delivers them again."""
+        disk (in that order, as nsqd) so a restart delivers them again. A Deferred that fires once
+        they are on disk."""
         self._disconnect()
-        backend = self.backend
-        if backend is None:
-            return
-        pending = self.memory.take()
-        pending.append(Batch.of(self.in_flight.take_all()))
-        pending.append(Batch.of(entry[2] for entry in self.deferred))
-        count = sum(map(len, pending))
-        if count:
-            log.info("CHANNEL({channel}): flushing {n} memory/in-flight/deferred messages to backend",
-                     channel=self.name, n=count)
-            self.node.flush_to_backend(backend, pending)
-        backend.close()
+        return self.queue.close([Batch.of(self.in_flight.take_all()), Batch.of(entry[2] for entry in self.deferred)])
 
-    def delete(self) -> None:
-        """Deletion: disconnect subscribers and remove the channel's messages and files."""
+    def delete(self):
+        """Deletion: disconnect subscribers and remove the channel's messages and files. A Deferred
+        that fires once the files are gone."""
         self._disconnect()
-        self.memory.clear()
-        if self.backend is not None:
-            self.backend.delete()
+        return self.queue.delete()
 
     def _disconnect(self) -> None:
         self.exiting = True

@@ -4,18 +4,14 @@ Files: ``<name>.diskqueue.<6-digit n>.dat`` holding records ``[4-byte big-endian
 file once one would pass ``max_bytes_per_file``; ``<name>.diskqueue.meta.dat`` holding
 ``depth\\nreadFileNum,readPos\\nwriteFileNum,writePos\\n``.
 
-It runs on the reactor thread and never blocks it for long: writes are one ``os.write`` per batch
+It runs on the reactor thread and never waits there for a disk: a write is one ``os.write`` per batch
 (so an acknowledged record is in the kernel before the ``OK``, and survives a crash of the process),
-fsync happens every ``sync_every`` records or after ``sync_timeout``, and reads go through a buffer
-refilled in bounded chunks. Given an executor, a sync (fsync of the data file, then the metadata
-file replaced with the positions of when the sync began) runs in its thread while the reactor
-goes on: a sync cost 1-1.5 ms here, every 2500 records, which kept the reactor idle for a quarter
-of a disk-mode publish. As in go-diskqueue, where the ``OK`` does not wait for the sync either but
-the next write waits for a sync that is due, a sync waits for the one before it to finish: at most
-two syncs' worth of records are written and not yet synced. With ``sync_every`` 1 a write is
-synced before its ``OK``, at once, as the README promises. Unlike go-diskqueue, start-up also
-recovers complete records written after the last metadata sync instead of skipping them; a torn
-last record is cut off, never read.
+reads go through a buffer refilled in bounded chunks, and what may block (fsync every ``sync_every``
+records or after ``sync_timeout``, replacing the metadata file, removing files) is a job of its
+:class:`~nsqtx.disk_worker.IDiskWorker`, the queue's jobs one after another. A sync records the
+positions of when it began. With ``sync_every`` 1 a write is synced before ``put`` returns, on the
+calling thread, as the README promises. Unlike go-diskqueue, start-up also recovers complete records
+written after the last metadata sync instead of skipping them; a torn last record is cut off.
 """
 from __future__ import annotations
 
@@ -23,7 +19,10 @@ import io
 import os
 import re
 
+from twisted.internet import defer
+
 from nsqtx.batch import RECORD_LENGTH, Batch
+from nsqtx.disk_worker import InlineWorker
 from nsqtx.files import remove_file, replace_file
 from nsqtx.log import NSQLogger
 
@@ -34,14 +33,14 @@ _META = re.compile(rb"(-?\d+)\n(\d+),(\d+)\n(\d+),(\d+)\n?\Z")
 READ_CHUNK = 1 << 20
 #: the read buffer while no file is being read
 _NO_BUFFER = (b"", memoryview(b""))
-#: what a fully read data file is renamed to before it is removed (see _next_read_file)
+#: what a data file is renamed to once it is done with (fully read, emptied or deleted), so that
+#: removing it in the background never meets a new file of its name
 DONE_SUFFIX = ".done"
 
 
 class DiskQueue:
     def __init__(self, name: str, data_path: str, max_bytes_per_file: int, min_msg_size: int,
-                 max_msg_size: int, sync_every: int, sync_timeout: float, clock, remove=remove_file,
-                 background=None):
+                 max_msg_size: int, sync_every: int, sync_timeout: float, clock, worker=None):
         self.name = name
         self.data_path = data_path
         self.max_bytes_per_file = max_bytes_per_file
@@ -50,11 +49,12 @@ class DiskQueue:
         self.sync_every = sync_every
         self.sync_timeout = sync_timeout
         self.clock = clock
-        #: deletes a fully read data file (renamed first); a running node does that in a thread
-        self._remove = remove
-        #: an Executor running syncs off the reactor (None: they run at once), and the running one
-        self._background = background
-        self._pending_sync = None
+        #: runs syncs and removals; the queue's jobs are keyed by its metadata file
+        self._worker = worker if worker is not None else InlineWorker()
+        self._key = self.meta_file_name()
+        #: while a sync job of ours is under way, and whether another was asked for meanwhile
+        self._syncing = False
+        self._sync_again = False
         self.depth = 0
         self.read_file_num = 0
         self.read_pos = 0
@@ -74,6 +74,8 @@ class DiskQueue:
         self._dirty = False
         self._sync_timer = None
         self.closed = False
+        #: set by delete(): a sync job still under way must not write the metadata file again
+        self.deleted = False
         self._load()
 
     def __repr__(self) -> str:
@@ -96,15 +98,16 @@ class DiskQueue:
         return sorted(int(m.group(1)) for m in map(pattern.match, names) if m)
 
     def _remove_done_files(self) -> None:
-        """Fully read files whose removal a stop or crash cut short."""
-        pattern = re.compile(re.escape(self.name) + r"\.diskqueue\.\d{6,}\.dat" + re.escape(DONE_SUFFIX) + r"\Z")
+        """Files whose removal a stop or crash cut short."""
+        pattern = re.compile(re.escape(self.name) + r"\.diskqueue\.(\d{6,}|meta)\.dat" + re.escape(DONE_SUFFIX) + r"\Z")
         try:
             names = os.listdir(self.data_path or ".")
         except OSError:
             return
         for name in names:
             if pattern.match(name):
-                remove_file(os.path.join(self.data_path, name))
+                path = os.path.join(self.data_path, name)
+                self._worker.submit(path, remove_file, path)
 
     # -- start-up
 
@@ -251,8 +254,7 @@ class DiskQueue:
         self._write(view[start:end], count)
         self._unsynced += len(sizes)
         if self._unsynced >= self.sync_every:
-            # --sync-every=1 asks for each write to be on disk before its OK
-            self.sync(wait=self.sync_every <= 1)
+            self.sync()
         else:
             self._arm_sync()
 
@@ -396,16 +398,7 @@ class DiskQueue:
         self.read_pos = 0
         self._dirty = True
         if delete:
-            # Freeing a 100 MB file's blocks took 50 ms here, a stall for every client if done on the
-            # reactor; the rename is quick, and once renamed the file can be removed at leisure by
-            # self._remove without ever meeting a new data file of the same name.
-            path = self.file_name(done)
-            try:
-                os.rename(path, path + DONE_SUFFIX)
-            except OSError as err:
-                log.error("DISKQUEUE({name}) failed to Remove({file}) - {err}", name=self.name, file=path, err=err)
-            else:
-                self._remove(path + DONE_SUFFIX)
+            self._discard([self.file_name(done)])
         self.sync()
 
     def _skip_read_file(self) -> None:
@@ -455,56 +448,75 @@ class DiskQueue:
             except OSError as err:
                 log.error("DISKQUEUE({name}) failed to sync - {err}", name=self.name, err=err)
 
-    def sync(self, wait: bool = False) -> None:
-        """fsync what was written and record the positions in the metadata file: in the background
-        executor (once the previous sync there has finished), or at once if there is none or if
-        `wait`."""
-        self._finish_pending_sync()
+    def sync(self) -> None:
+        """fsync what was written and record the positions in the metadata file: as a job of the
+        worker, or with a --sync-every of 1 at once on this thread (so that a write is on disk before
+        its OK; such a queue never syncs in the background). A sync asked for while one is under way
+        follows it."""
+        if self.closed:
+            return
+        if self._syncing:
+            self._sync_again = True
+            return
         fd = self._write_fd if self._unsynced else None
         meta = self._meta() if self._dirty else None
         if fd is None and meta is None:
             return
-        if self._background is None or wait:
-            _sync_files(fd, self.meta_file_name(), meta)
-        else:
-            # the job fsyncs its own descriptor, so a roll may close this one meanwhile
-            fd = os.dup(fd) if fd is not None else None
-            self._pending_sync = self._background.submit(_sync_files, fd, self.meta_file_name(), meta, True)
         self._unsynced = 0
         self._dirty = False
-
-    def _finish_pending_sync(self) -> None:
-        """Wait for the sync running in the background; if it failed, the next one does it again."""
-        pending, self._pending_sync = self._pending_sync, None
-        if pending is None:
+        if self.sync_every <= 1:
+            try:
+                _sync_files(fd, self.meta_file_name(), meta)
+            except OSError:
+                self._unsynced, self._dirty = 1, True
+                raise
             return
-        try:
-            pending.result()
-        except OSError as err:
-            log.error("DISKQUEUE({name}) failed to sync - {err}", name=self.name, err=err)
-            self._unsynced = max(self._unsynced, 1)
-            self._dirty = True
+        # the job fsyncs a descriptor of its own, so a roll may close this one meanwhile
+        fd = os.dup(fd) if fd is not None else None
+        self._syncing = True
+        self._worker.submit(self._key, self._sync_job, fd, meta).addCallbacks(self._synced, self._sync_failed)
+
+    def _sync_job(self, fd, meta) -> None:
+        """In the worker: the sync's blocking part, leaving the metadata of a deleted queue gone."""
+        _sync_files(fd, self.meta_file_name(), None if self.deleted else meta, close_fd=True)
+
+    def _synced(self, _) -> None:
+        self._syncing = False
+        if self._sync_again:
+            self._sync_again = False
+            self.sync()
+
+    def _sync_failed(self, failure) -> None:
+        """The next sync does it again."""
+        log.error("DISKQUEUE({name}) failed to sync - {err}", name=self.name, err=failure.value)
+        self._unsynced = max(self._unsynced, 1)
+        self._dirty = True
+        self._synced(None)
 
     def _meta(self) -> bytes:
         return b"%d\n%d,%d\n%d,%d\n" % (
             self.depth, self.read_file_num, self.read_pos, self.write_file_num, self.write_pos)
 
-    def _persist_meta(self) -> None:
-        self._finish_pending_sync()
-        replace_file(self.meta_file_name(), self._meta())
-        self._dirty = False
+    def _discard(self, paths) -> None:
+        """Rename data files this queue is done with, at once, and remove them in the worker: freeing
+        a large file's blocks can take long."""
+        for path in paths:
+            try:
+                os.rename(path, path + DONE_SUFFIX)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                log.error("DISKQUEUE({name}) failed to Remove({file}) - {err}", name=self.name, file=path, err=err)
+                continue
+            self._worker.submit(path + DONE_SUFFIX, remove_file, path + DONE_SUFFIX)
 
     # -- lifecycle
 
     def empty(self) -> None:
-        """Drop everything: remove the files, and carry on in a fresh file as go-diskqueue does."""
+        """Drop everything, and carry on in a fresh file as go-diskqueue does."""
         self._close_read()
         self._close_write()
-        for num in range(self.read_file_num, self.write_file_num + 1):
-            try:
-                os.remove(self.file_name(num))
-            except FileNotFoundError:
-                pass
+        self._discard([self.file_name(num) for num in range(self.read_file_num, self.write_file_num + 1)])
         self.write_file_num += 1
         self.write_pos = 0
         self.read_file_num = self.write_file_num
@@ -512,23 +524,30 @@ class DiskQueue:
         self.depth = 0
         self._unsynced = 0
         self._dirty = True
-        self._persist_meta()
+        self.sync()
 
-    def close(self) -> None:
+    def close(self):
+        """Stop, with what was written synced and the positions recorded, whatever became of the
+        syncs before. A Deferred that fires once they are on disk."""
         if self.closed:
-            return
-        try:
-            self.sync(wait=True)
-        finally:
-            self._shut()
-
-    def delete(self) -> None:
-        self.empty()
+            return defer.succeed(None)
+        fd = os.dup(self._write_fd) if self._write_fd is not None else None
+        meta = self._meta()
         self._shut()
-        try:
-            os.remove(self.meta_file_name())
-        except FileNotFoundError:
-            pass
+        return self._worker.submit(self._key, _sync_files, fd, self.meta_file_name(), meta, True).addErrback(
+            self._close_failed)
+
+    def _close_failed(self, failure) -> None:
+        log.error("DISKQUEUE({name}) failed to sync when closing - {err}", name=self.name, err=failure.value)
+
+    def delete(self):
+        """Remove the queue and its files: renamed at once, so that a queue made again under its name
+        starts empty, and removed in the worker. A Deferred that fires once they are gone."""
+        self.deleted = True
+        nums = range(self.read_file_num, self.write_file_num + 1)
+        self._shut()
+        self._discard([self.file_name(num) for num in nums] + [self.meta_file_name()])
+        return self._worker.submit(self._key, _nothing)
 
     def _shut(self) -> None:
         self.closed = True
@@ -537,6 +556,10 @@ class DiskQueue:
         self._sync_timer = None
         self._close_read()
         self._close_write()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _sync_files(fd, meta_path: str, meta, close_fd: bool = False) -> None:

@@ -62,7 +62,7 @@ class HTTPAPI:
     @logged
     def ping(self, request):
         health = stats.health(self.node)
-        if self.node.health_error is not None:
+        if self.node.health.error is not None:
             raise HTTPError(500, health)
         return health
 

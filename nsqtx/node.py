@@ -1,28 +1,31 @@
-"""The node: owns the topics, the listeners, the connected clients and the queue scan.
+"""The node: a service tree that owns the topics, the connected clients and the node's health.
 
 `NSQD` is both what `twistd nsqtx` runs and what a Python program embeds::
 
     node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0"))
     node.startService()          # listening now; node.tcp_port / node.http_port are the bound ports
     ...
-    yield node.stopService()     # closes listeners and clients
+    yield node.stopService()     # closes listeners and clients, and writes what is queued to disk
+
+Its children are the queue scanner and the TCP and HTTP listeners (lookupd peers and statsd come
+next). Disk work that may block runs through one :class:`~nsqtx.disk_worker.IDiskWorker`.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
 from nsqtx import metadata
+from nsqtx.backend_queue import DiskBackend, DiskEncoder, DroppingQueue
+from nsqtx.disk_worker import ThreadPoolWorker
 from nsqtx.diskqueue import DiskQueue
-from nsqtx.errors import QueueError
-from nsqtx.files import remove_file
 from nsqtx.guid import GUIDFactory
+from nsqtx.health import Health
 from nsqtx.http_site import make_site
 from nsqtx.log import NSQLogger, set_log_level
-from nsqtx.message import MIN_DISK_LENGTH, to_disk
+from nsqtx.message import MIN_DISK_LENGTH
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name
 from nsqtx.options import Options, check_data_path, parse_address
 from nsqtx.protocol_v2 import V2Factory
@@ -33,8 +36,6 @@ log = NSQLogger()
 
 #: how long shutdown waits for clients to take their last bytes before cutting them off
 _CLOSE_GRACE = 2.0
-#: syncs of different disk queues that may run at once (one queue's run one after the other)
-_SYNC_THREADS = 4
 
 
 def _cancel(result, call):
@@ -43,10 +44,48 @@ def _cancel(result, call):
     return result
 
 
-class NSQD(Service):
+def server_endpoint(reactor, address: str, flag: str):
+    """The endpoint that listens on "host:port" (IPv6 hosts in brackets)."""
+    host, port = parse_address(address, flag)
+    endpoint = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
+    return endpoint(reactor, port, interface=host)
+
+
+class Listener(Service):
+    """A listening port as a service, as Twisted's StreamServerEndpointService, keeping the port it
+    bound (for an address with port 0). A failure to listen raises from startService."""
+
+    def __init__(self, endpoint, factory):
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port = None
+
+    def startService(self):
+        Service.startService(self)
+        failures = []
+        self.endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        if failures:
+            failures[0].raiseException()
+
+    def _listening(self, port) -> None:
+        self.port = port
+
+    def stopService(self):
+        Service.stopService(self)
+        port, self.port = self.port, None
+        if port is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(port.stopListening)
+
+
+class NSQD(MultiService):
     name = "nsqd"
 
-    def __init__(self, options: Options | None = None, reactor=None):
+    def __init__(self, options: Options | None = None, reactor=None, disk_worker=None):
+        """`reactor` defaults to the global one; `disk_worker` to a
+        :class:`~nsqtx.disk_worker.ThreadPoolWorker` of that reactor (a test on a fake reactor gives
+        an :class:`~nsqtx.disk_worker.InlineWorker`)."""
+        MultiService.__init__(self)
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -54,79 +93,51 @@ class NSQD(Service):
         self.clock = reactor
         self.options = options if options is not None else Options()
         self.options.validate()
+        self.disk_worker = disk_worker if disk_worker is not None else ThreadPoolWorker(reactor)
         self.topics = {}
         self.clients = {}
         self.guid = GUIDFactory(self.options.node_id)
         self.start_time = 0.0
-        #: None while healthy, else the last error (shown by /ping and /stats)
-        self.health_error = None
-        self.tcp_port = None
-        self.http_port = None
-        self._listeners = []
-        self._scanner = LoopingCall(self.scan_queues)
-        self._scanner.clock = self.clock
+        self.health = Health()
+        self._disk_encoder = DiskEncoder()
         self._all_closed = None
         #: while metadata is being loaded, changes are not written back one by one
         self._loading = False
-        #: (batch, its disk encoding) of the last batch written to a disk queue: a publish fanned
-        #: out to several channels that all spill to disk is converted once
-        self._last_to_disk = (None, None)
-        self._syncs = None
-        #: set by stopService: the sync threads are shut down and must not start again
-        self._stopped = False
+        scanner = TimerService(self.options.queue_scan_interval, self.scan_queues)
+        scanner.clock = reactor
+        scanner.setName("queue-scanner")
+        scanner.setServiceParent(self)
+        self.tcp = Listener(server_endpoint(reactor, self.options.tcp_address, "--tcp-address"), V2Factory(self))
+        self.tcp.setName("tcp")
+        self.tcp.setServiceParent(self)
+        self.http = Listener(server_endpoint(reactor, self.options.http_address, "--http-address"), make_site(self))
+        self.http.setName("http")
+        self.http.setServiceParent(self)
+
+    @property
+    def tcp_port(self):
+        """The TCP port it listens on, None while it does not."""
+        return self.tcp.port.getHost().port if self.tcp.port is not None else None
+
+    @property
+    def http_port(self):
+        return self.http.port.getHost().port if self.http.port is not None else None
 
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
 
     # -- durability
 
-    def backend_queue(self, name: str) -> DiskQueue:
+    def backend_queue(self, name: str, ephemeral: bool):
+        """Where a topic's or channel's messages beyond --mem-queue-size go (see
+        :mod:`nsqtx.backend_queue`)."""
+        if ephemeral:
+            return DroppingQueue()
         options = self.options
-        return DiskQueue(name, options.data_path, options.max_bytes_per_file, MIN_DISK_LENGTH,
-                         options.max_msg_size + MIN_DISK_LENGTH, options.sync_every, options.sync_timeout,
-                         self.clock, self._remove_file, self._sync_executor())
-
-    def _sync_executor(self):
-        """The threads disk queues sync in (see :mod:`nsqtx.diskqueue`); none under a fake reactor
-        (tests), where syncs run at once, nor once the node has stopped: a topic created then (by an
-        HTTP request still in progress) would start threads that nothing shuts down."""
-        if self._syncs is None and not self._stopped and getattr(self.clock, "callInThread", None) is not None:
-            self._syncs = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="nsqtx-sync")
-        return self._syncs
-
-    def _remove_file(self, path: str) -> None:
-        """Disk queues' fully read files go in the reactor's thread pool: removing a 100 MB file
-        blocked for 50 ms here. A fake reactor (tests) has no threads: there it is done at once."""
-        call_in_thread = getattr(self.clock, "callInThread", None)
-        if call_in_thread is None:
-            remove_file(path)
-        else:
-            call_in_thread(remove_file, path)
-
-    def write_backend(self, backend: DiskQueue, batch) -> None:
-        """Write a batch to a disk queue; a failure marks the node unhealthy (/ping, /stats) and
-        raises QueueError, which the publisher sees as E_PUB_FAILED / a 503."""
-        last, encoded = self._last_to_disk
-        if last is not batch:
-            encoded = to_disk(batch)
-            self._last_to_disk = (batch, encoded)
-        try:
-            backend.put(encoded)
-        except (OSError, ValueError) as err:
-            self.health_error = "failed to write message to backend - %s" % (err,)
-            log.error("DISKQUEUE({name}): {error}", name=backend.name, error=self.health_error)
-            raise QueueError(self.health_error)
-        if self.health_error is not None:
-            self.health_error = None
-
-    def flush_to_backend(self, backend: DiskQueue, batches) -> None:
-        """Shutdown's last writes: a failure is logged (by write_backend) and shutdown carries on."""
-        try:
-            for batch in batches:
-                if batch.count:
-                    self.write_backend(backend, batch)
-        except QueueError:
-            pass
+        queue = DiskQueue(name, options.data_path, options.max_bytes_per_file, MIN_DISK_LENGTH,
+                          options.max_msg_size + MIN_DISK_LENGTH, options.sync_every, options.sync_timeout,
+                          self.clock, self.disk_worker)
+        return DiskBackend(queue, self._disk_encoder, self.health)
 
     def metadata_changed(self) -> None:
         if not self._loading:
@@ -160,38 +171,24 @@ class NSQD(Service):
     # -- lifecycle
 
     def startService(self):
+        """Load the last run's topics and channels, then start the scanner and listen."""
         options = self.options
         set_log_level(options.log_level)
         check_data_path(options.data_path)
         self._load_metadata()
-        host, port = parse_address(options.tcp_address, "--tcp-address")
-        tcp = self.reactor.listenTCP(port, V2Factory(self), interface=host)
-        self._listeners.append(tcp)
-        host, port = parse_address(options.http_address, "--http-address")
-        http = self.reactor.listenTCP(port, make_site(self), interface=host)
-        self._listeners.append(http)
-        self.tcp_port = tcp.getHost().port
-        self.http_port = http.getHost().port
         self.start_time = self.clock.seconds()
-        self._scanner.start(options.queue_scan_interval, now=False)
-        self._stopped = False
-        Service.startService(self)
+        MultiService.startService(self)
         log.info("nsqtx v{version} (nsqd {nsqd} protocol) TCP: listening on {tcp}, HTTP: listening on {http}",
-                 version=__version__, nsqd=NSQD_VERSION, tcp=tcp.getHost(), http=http.getHost())
+                 version=__version__, nsqd=NSQD_VERSION, tcp=self.tcp.port.getHost(),
+                 http=self.http.port.getHost())
 
     def stopService(self):
+        """Stop listening and scanning, write every queued, in-flight and deferred message to disk,
+        and disconnect the clients. A Deferred that fires once all that is done."""
         Service.stopService(self)
-        self._stopped = True
-        if self._scanner.running:
-            self._scanner.stop()
-        waits = [defer.maybeDeferred(listener.stopListening) for listener in self._listeners]
-        self._listeners = []
+        waits = [defer.maybeDeferred(service.stopService) for service in reversed(list(self))]
         self._persist_metadata()
-        for topic in list(self.topics.values()):
-            topic.close()
-        if self._syncs is not None:
-            self._syncs.shutdown()  # closing the queues waited for their syncs
-            self._syncs = None
+        waits.extend(topic.close() for topic in list(self.topics.values()))
         if self.clients:
             self._all_closed = defer.Deferred()
             for client in list(self.clients):

@@ -23,9 +23,7 @@ def _no_latency() -> dict:
 
 def health(node) -> str:
     """nsqd's GetHealth: "OK", or "NOK - <error>"."""
-    if node.health_error is None:
-        return "OK"
-    return "NOK - %s" % (node.health_error,)
+    return str(node.health)
 
 
 # -- topics, channels, clients

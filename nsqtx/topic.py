@@ -1,19 +1,20 @@
 """A topic: fans each published message out to every channel, or holds it while it has none or is paused.
 
-Held messages wait in memory up to --mem-queue-size and then in the topic's disk queue (ephemeral
-topics drop the excess). While anything is held, new messages queue behind it, and the held ones
-move to the channels in bounded chunks, one reactor turn each, so a large backlog cannot stall
-other clients.
+Held messages wait in the topic's :class:`~nsqtx.backed_queue.BackedQueue` (memory up to
+--mem-queue-size, then disk; ephemeral topics drop the excess). While anything is held, new messages
+queue behind it, and the held ones move to the channels in bounded chunks, one reactor turn each, so
+a large backlog cannot stall other clients.
 """
 from __future__ import annotations
 
-from nsqtx.backlog import enqueue, may_fail
+from twisted.internet import defer
+
+from nsqtx.backed_queue import BackedQueue
 from nsqtx.batch import Batch
 from nsqtx.channel import Channel
 from nsqtx.errors import QueueError
 from nsqtx.log import NSQLogger
-from nsqtx.memory_queue import MemoryQueue
-from nsqtx.message import BODY_OFFSET, from_disk
+from nsqtx.message import BODY_OFFSET
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
@@ -29,29 +30,33 @@ class Topic:
         self.options = node.options
         self.ephemeral = is_ephemeral(name)
         self.channels = {}
-        self.memory = MemoryQueue()
-        #: deferred (DPUB) messages held with their delay, as (encoded message, seconds)
+        #: ready messages held while the topic has no channel or is paused
+        self.queue = BackedQueue("TOPIC(%s)" % name, self.options, node.backend_queue(name, self.ephemeral))
+        #: deferred (DPUB) messages held with their delay, as (encoded message, seconds); they count
+        #: against --mem-queue-size
         self.held_deferred = []
-        self.backend = None if self.ephemeral else node.backend_queue(name)
         self.paused = False
         self.exiting = False
         self.message_count = 0
         self.message_bytes = 0
-        self.dropped_count = 0
         self._drain_call = None
 
     def __repr__(self) -> str:
         return "<Topic %s>" % (self.name,)
 
     def depth(self) -> int:
-        return len(self.memory) + len(self.held_deferred) + self.backend_depth()
+        return self.queue.depth() + len(self.held_deferred)
 
     def backend_depth(self) -> int:
-        backend = self.backend
-        return backend.depth if backend is not None else 0
+        return self.queue.backend_depth()
+
+    @property
+    def dropped_count(self) -> int:
+        """Messages an ephemeral topic dropped because its memory queue was full."""
+        return self.queue.dropped_count
 
     def _holding(self) -> bool:
-        return bool(self.memory) or bool(self.held_deferred) or self.backend_depth() > 0
+        return bool(self.held_deferred) or self.queue.depth() > 0
 
     def _fans_out(self) -> bool:
         """Whether new messages go straight to the channels rather than wait in the topic."""
@@ -64,7 +69,7 @@ class Topic:
             return True
         if self._fans_out():
             return any(channel.put_may_fail(count) for channel in self.channels.values())
-        return may_fail(self.memory, self.backend, self._memory_limit(), count)
+        return self.queue.put_may_fail(count, len(self.held_deferred))
 
     def put(self, batch: Batch, delay: float = 0.0) -> None:
         """Accept a batch (with a `delay`, a DPUB's one message), raising QueueError if the topic is
@@ -93,7 +98,7 @@ class Topic:
         if self.channels and not self.paused:
             for channel in list(self.channels.values()):
                 channel.put_deferred(data, delay)
-        elif len(self.memory) + len(self.held_deferred) < self.options.mem_queue_size:
+        elif len(self.queue.memory) + len(self.held_deferred) < self.options.mem_queue_size:
             self.held_deferred.append((data, delay))
             self._schedule_drain()
         else:
@@ -102,13 +107,8 @@ class Topic:
         self.message_count += 1
         self.message_bytes += len(data) - BODY_OFFSET
 
-    def _memory_limit(self) -> int:
-        """Room for ready messages: held deferred ones count against --mem-queue-size too."""
-        return self.options.mem_queue_size - len(self.held_deferred)
-
     def _hold(self, batch: Batch) -> None:
-        self.dropped_count += enqueue(self.memory, self.backend, self._memory_limit(), batch,
-                                      self.node.write_backend)
+        self.queue.put(batch, len(self.held_deferred))
         self._schedule_drain()
 
     def _schedule_drain(self) -> None:
@@ -121,9 +121,7 @@ class Topic:
         if self.exiting or not self.channels or self.paused:
             return
         deferred, self.held_deferred = self.held_deferred, []
-        batches = self.memory.take(_DRAIN_BATCH)
-        if not batches and self.backend is not None:
-            batches = [from_disk(self.backend.read(_DRAIN_BATCH))]
+        batches = self.queue.take(_DRAIN_BATCH)
         try:
             for channel in list(self.channels.values()):
                 for batch in batches:
@@ -173,35 +171,27 @@ class Topic:
         self._schedule_drain()
 
     def empty(self) -> None:
-        self.memory.clear()
+        self.queue.empty()
         self.held_deferred = []
-        if self.backend is not None:
-            self.backend.empty()
 
-    def close(self) -> None:
-        """Shutdown: channels and held messages go to disk."""
+    def close(self):
+        """Shutdown: the channels' and the topic's held messages go to disk (deferred ones without
+        their delay, as in nsqd). A Deferred that fires once everything is on disk."""
         self._stop()
-        for channel in list(self.channels.values()):
-            channel.close()
-        if self.backend is not None:
-            pending = self.memory.take()
-            if self.held_deferred:
-                pending.append(Batch.of(data for data, _ in self.held_deferred))
-            if pending:
-                log.info("TOPIC({topic}): flushing {n} memory messages to backend", topic=self.name,
-                         n=sum(map(len, pending)))
-                self.node.flush_to_backend(self.backend, pending)
-            self.backend.close()
+        closed = [channel.close() for channel in list(self.channels.values())]
+        held = Batch.of(data for data, _ in self.held_deferred)
+        self.held_deferred = []
+        closed.append(self.queue.close([held]))
+        return defer.gatherResults(closed)
 
-    def delete(self) -> None:
+    def delete(self):
+        """A Deferred that fires once the topic's and its channels' files are gone."""
         self._stop()
-        for channel in list(self.channels.values()):
-            channel.delete()
+        deleted = [channel.delete() for channel in list(self.channels.values())]
         self.channels.clear()
-        self.memory.clear()
         self.held_deferred = []
-        if self.backend is not None:
-            self.backend.delete()
+        deleted.append(self.queue.delete())
+        return defer.gatherResults(deleted)
 
     def _stop(self) -> None:
         self.exiting = True

@@ -14,6 +14,7 @@ from twisted.internet.address import IPv4Address
 from twisted.logger import globalLogPublisher
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from nsqtx.disk_worker import InlineWorker
 from nsqtx.node import NSQD
 from nsqtx.options import Options
 from nsqtx.protocol_v2 import V2Factory
@@ -108,13 +109,44 @@ def accept_real_connection(case, protocol_class):
     return proto, client
 
 
-def make_node(case, **overrides):
-    """A node on a fake reactor with its own data directory."""
+def make_node(case, disk_worker=None, **overrides):
+    """A node on a fake reactor with its own data directory, its disk work done at once (or by
+    `disk_worker`)."""
     overrides.setdefault("data_path", data_dir(case))
     options = Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", **overrides)
     reactor = MemoryReactorClock()
     reactor.advance(1000.0)
-    return NSQD(options, reactor=reactor), reactor
+    return NSQD(options, reactor=reactor, disk_worker=disk_worker or InlineWorker()), reactor
+
+
+class LazyJob:
+    def __init__(self, key, fn, args):
+        self.key = key
+        self.fn = fn
+        self.args = args
+        self.done = defer.Deferred()
+
+
+class LazyWorker:
+    """An IDiskWorker that runs each job only when the test asks, in the order submitted, so that a
+    test sees what the queue does while a job is under way."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, key, fn, *args):
+        job = LazyJob(key, fn, args)
+        self.jobs.append(job)
+        return job.done
+
+    def run_next(self):
+        job = self.jobs.pop(0)
+        defer.maybeDeferred(job.fn, *job.args).chainDeferred(job.done)
+
+    def run_all(self):
+        while self.jobs:
+            self.run_next()
+
 
 
 class CountingTransport(StringTransport):

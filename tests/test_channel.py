@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 from nsqtx.channel import _PUMP_SLICE
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import _GROWTH, _SLACK
-from nsqtx import node as node_module
+from nsqtx import backend_queue
 from nsqtx.message import new_batch, to_disk
 from tests.support import MESSAGE, Conn, attempts, body, decode, make_node, mpub_body, queued
 
@@ -105,7 +105,7 @@ class ChannelTests(TestCase):
         self.node.options.mem_queue_size = 2
         channel = self.node.get_topic("t").get_channel("c")
         self.publish(b"1", b"2", b"3")
-        self.assertEqual((len(channel.memory), channel.backend_depth()), (2, 1))
+        self.assertEqual((len(channel.queue.memory), channel.backend_depth()), (2, 1))
 
     def test_a_publish_that_several_channels_spill_is_converted_for_disk_once(self):
         self.node.options.mem_queue_size = 0
@@ -118,7 +118,7 @@ class ChannelTests(TestCase):
             converted.append(batch.count)
             return to_disk(batch)
 
-        self.patch(node_module, "to_disk", counting_to_disk)
+        self.patch(backend_queue, "to_disk", counting_to_disk)
         self.publish(b"1", b"2", b"3")
         self.publish(b"4")
         self.assertEqual(converted, [3, 1])
@@ -137,9 +137,9 @@ class ChannelTests(TestCase):
         conn.identify(output_buffer_timeout=-1)
         conn.subscribe(rdy=1)
         [(_, first_id, first)] = [decode(data) for kind, data in conn.frames() if kind == MESSAGE]
-        self.assertEqual((first, len(channel.memory), channel.backend_depth()), (b"1", 1, 1))
+        self.assertEqual((first, len(channel.queue.memory), channel.backend_depth()), (b"1", 1, 1))
         self.publish(b"4")
-        self.assertEqual((len(channel.memory), channel.backend_depth()), (1, 2))
+        self.assertEqual((len(channel.queue.memory), channel.backend_depth()), (1, 2))
         got, msg_id = [first], first_id
         for _ in range(3):
             conn.command(b"FIN " + msg_id)
@@ -161,7 +161,7 @@ class ChannelTests(TestCase):
         self.publish(b"2")
         channel = self.node.topics["t"].channels["c"]
         channel.requeue(conn.client, msg_id, 0)
-        self.assertEqual([(attempts(m), body(m)) for m in queued(channel.memory)], [(0, b"2"), (1, b"1")])
+        self.assertEqual([(attempts(m), body(m)) for m in queued(channel.queue.memory)], [(0, b"2"), (1, b"1")])
 
     def test_deleting_a_channel_closes_its_consumers(self):
         conn = self.consumer()
@@ -388,7 +388,7 @@ class ChannelTests(TestCase):
             conn.command(b"DPUB t 1000", payload)
         self.assertEqual(len(conn.frames()), 5)
         topic = self.node.topics["t"]
-        self.assertEqual((len(topic.memory), len(topic.held_deferred), topic.backend_depth()), (1, 2, 2))
+        self.assertEqual((len(topic.queue.memory), len(topic.held_deferred), topic.backend_depth()), (1, 2, 2))
         self.assertEqual(topic.depth(), 5)
 
     def test_channels_share_one_queued_message_but_not_delivery_state(self):
@@ -396,13 +396,13 @@ class ChannelTests(TestCase):
         b = self.node.get_topic("t").get_channel("b")
         conn = Conn(self.node, 9000).magic()
         conn.command(b"MPUB t", mpub_body([b"shared"]))
-        [batch_a], [batch_b] = a.memory.take(), b.memory.take()
+        [batch_a], [batch_b] = a.queue.memory.take(), b.queue.memory.take()
         self.assertIs(batch_a, batch_b)
-        a.memory.put(batch_a)
-        b.memory.put(batch_b)
+        a.queue.memory.put(batch_a)
+        b.queue.memory.put(batch_b)
         first = Conn(self.node, 5001).magic()
         first.subscribe(b"t", b"a", rdy=1)
         msg_id = first.frames()[-1][1][10:26]
         first.command(b"REQ " + msg_id + b" 0")
         self.assertEqual(first.frames()[-1][1][8:10], struct.pack(">H", 2))
-        self.assertEqual([attempts(m) for m in queued(b.memory)], [0])
+        self.assertEqual([attempts(m) for m in queued(b.queue.memory)], [0])

@@ -11,6 +11,8 @@ from twisted.trial.unittest import TestCase
 from nsqtx import diskqueue
 from nsqtx.batch import Batch
 from nsqtx.diskqueue import DiskQueue
+from nsqtx.files import remove_file
+from tests.support import LazyWorker
 
 
 def record(data: bytes) -> bytes:
@@ -77,15 +79,18 @@ class DiskQueueTests(Base):
         self.assertEqual(q.depth, 0)
         self.assertEqual([f for f in self.files() if "meta" not in f], ["t.diskqueue.000004.dat"])
 
-    def test_fully_read_files_are_renamed_then_handed_to_the_remover(self):
-        """The removal itself may run in a thread (it can take tens of ms): the queue only renames."""
-        handed = []
-        q = DiskQueue("t", self.dir, 30, 1, 1000, 2500, 2.0, self.clock, remove=handed.append)
+    def test_fully_read_files_are_renamed_then_removed_by_the_worker(self):
+        """The removal itself may take long (tens of ms for a large file): the queue only renames."""
+        worker = LazyWorker()
+        q = DiskQueue("t", self.dir, 30, 1, 1000, 2500, 2.0, self.clock, worker)
         q.put(Batch.of([b"%02d-padding" % i for i in range(6)]))
         self.assertEqual(list(q.read(3)), [b"00-padding", b"01-padding", b"02-padding"])
-        self.assertEqual(handed, [self.path("t.diskqueue.000000.dat.done")])
+        done = self.path("t.diskqueue.000000.dat.done")
+        self.assertEqual([(job.key, job.args) for job in worker.jobs if job.fn is remove_file], [(done, (done,))])
         self.assertIn("t.diskqueue.000000.dat.done", self.files())
         self.assertNotIn("t.diskqueue.000000.dat", self.files())
+        worker.run_all()
+        self.assertNotIn("t.diskqueue.000000.dat.done", self.files())
         q.empty()
         q.put(Batch.of([b"after"]))
         self.assertEqual(list(q.read(5)), [b"after"])
@@ -175,9 +180,31 @@ class DiskQueueTests(Base):
         q = self.queue()
         q.put(Batch.of([b"a"]))
         q.sync()
-        q.delete()
+        self.successResultOf(q.delete())
         self.assertEqual(self.files(), [])
         self.assertRaises(OSError, q.put, Batch.of([b"b"]))
+
+    def test_a_queue_made_again_right_after_a_delete_starts_empty(self):
+        """Its files are renamed at once, even while their removal waits for the worker."""
+        worker = LazyWorker()
+        q = DiskQueue("t", self.dir, 1024, 1, 1000, 2, 2.0, self.clock, worker)
+        q.put(Batch.of([b"a", b"b"]))
+        deleted = q.delete()
+        again = DiskQueue("t", self.dir, 1024, 1, 1000, 2, 2.0, self.clock, worker)
+        self.assertEqual((again.depth, list(again.read(5))), (0, []))
+        worker.run_all()
+        self.successResultOf(deleted)
+        again.put(Batch.of([b"new"]))
+        self.assertEqual(list(again.read(5)), [b"new"])
+        self.assertEqual(self.files(), ["t.diskqueue.000000.dat"])
+
+    def test_a_sync_under_way_when_the_queue_is_deleted_leaves_no_metadata(self):
+        worker = LazyWorker()
+        q = DiskQueue("t", self.dir, 1024, 1, 1000, 2, 2.0, self.clock, worker)
+        q.put(Batch.of([b"a", b"b"]))
+        q.delete()
+        worker.run_all()
+        self.assertEqual(self.files(), [])
 
     def test_invalid_sizes_refused_whole(self):
         q = self.queue()
@@ -289,72 +316,36 @@ class DiskQueueTests(Base):
         self.assertEqual(list(q.read(10)), [b"first", b"third"])
 
 
-class LazyJob:
-    """A job submitted to :class:`LazyExecutor`: it runs when run() or result() is called."""
-
-    def __init__(self, fn, args):
-        self.fn = fn
-        self.args = args
-        self.done = False
-        self.error = None
-
-    def run(self):
-        if not self.done:
-            self.done = True
-            try:
-                self.fn(*self.args)
-            except OSError as err:
-                self.error = err
-
-    def result(self):
-        self.run()
-        if self.error is not None:
-            raise self.error
-
-
-class LazyExecutor:
-    """Runs each job only when a test asks or when the queue waits for it, so that a test sees what
-    the queue does while a sync is in flight."""
-
-    def __init__(self):
-        self.jobs = []
-
-    def submit(self, fn, *args):
-        job = LazyJob(fn, args)
-        self.jobs.append(job)
-        return job
-
-    def run_all(self):
-        for job in self.jobs:
-            job.run()
-
-
 class BackgroundSyncTests(Base):
     def queue(self, sync_every=2, max_bytes=1024):
-        self.syncs = LazyExecutor()
-        return DiskQueue("t", self.dir, max_bytes, 1, 1000, sync_every, 2.0, self.clock, background=self.syncs)
+        self.worker = LazyWorker()
+        return DiskQueue("t", self.dir, max_bytes, 1, 1000, sync_every, 2.0, self.clock, self.worker)
 
-    def test_a_due_sync_runs_in_the_background_with_the_positions_of_when_it_began(self):
+    def test_a_due_sync_runs_in_the_worker_with_the_positions_of_when_it_began(self):
         q = self.queue(sync_every=2)
         q.put(Batch.of([b"a", b"b"]))
-        self.assertEqual((len(self.syncs.jobs), self.files()), (1, ["t.diskqueue.000000.dat"]))
+        self.assertEqual((len(self.worker.jobs), self.files()), (1, ["t.diskqueue.000000.dat"]))
         q.put(Batch.of([b"c"]))
-        self.syncs.run_all()
+        self.worker.run_next()
         self.assertEqual(self.meta(), b"2\n0,0\n0,10\n")
 
-    def test_a_sync_waits_for_the_one_before_it(self):
+    def test_a_sync_asked_for_while_one_is_under_way_follows_it(self):
         q = self.queue(sync_every=2)
         q.put(Batch.of([b"a", b"b"]))
         q.put(Batch.of([b"c", b"d"]))
-        first, second = self.syncs.jobs
-        self.assertEqual((first.done, second.done, self.meta()), (True, False, b"2\n0,0\n0,10\n"))
-        self.syncs.run_all()
-        self.assertEqual(self.meta(), b"4\n0,0\n0,20\n")
+        self.assertEqual(len(self.worker.jobs), 1)
+        self.worker.run_next()
+        self.assertEqual((self.meta(), len(self.worker.jobs)), (b"2\n0,0\n0,10\n", 1))
+        self.worker.run_next()
+        self.assertEqual((self.meta(), self.worker.jobs), (b"4\n0,0\n0,20\n", []))
 
     def test_with_sync_every_1_a_write_is_synced_before_put_returns(self):
         q = self.queue(sync_every=1)
         q.put(Batch.of([b"a"]))
-        self.assertEqual((self.syncs.jobs, self.meta()), ([], b"1\n0,0\n0,5\n"))
+        self.assertEqual((self.worker.jobs, self.meta()), ([], b"1\n0,0\n0,5\n"))
+        q.read(1)
+        self.clock.advance(2.0)
+        self.assertEqual((self.worker.jobs, self.meta()), ([], b"0\n0,5\n0,5\n"))
 
     def test_a_sync_in_flight_outlives_the_roll_that_closed_its_file(self):
         """The job fsyncs (and closes) a descriptor of its own, not the queue's, which the roll
@@ -362,32 +353,52 @@ class BackgroundSyncTests(Base):
         q = self.queue(sync_every=100, max_bytes=12)
         q.put(Batch.of([b"aaaa"]))
         q.put(Batch.of([b"bbbb"]))
-        [job] = self.syncs.jobs
-        job.run()
-        self.assertEqual((job.error, self.meta()), (None, b"1\n0,0\n1,0\n"))
+        self.worker.run_all()
+        self.assertEqual(self.meta(), b"1\n0,0\n1,0\n")
         q.put(Batch.of([b"cccc"]))
         self.assertEqual(list(q.read(10)), [b"aaaa", b"bbbb", b"cccc"])
 
-    def test_a_failed_background_sync_is_done_again_by_the_next(self):
+    def test_a_failed_sync_is_done_again_by_the_next(self):
         q = self.queue(sync_every=2)
         q.put(Batch.of([b"a", b"b"]))
-        [job] = self.syncs.jobs
+        [job] = self.worker.jobs
 
         def fail(*args):
             raise OSError(errno.EIO, "I/O error")
 
         job.fn = fail
+        self.worker.run_next()
+        self.assertNotIn("t.diskqueue.meta.dat", self.files())
         q.sync()
-        self.syncs.run_all()
+        self.worker.run_all()
         self.assertEqual(self.meta(), b"2\n0,0\n0,10\n")
+        self.flushLoggedErrors()
 
-    def test_close_and_empty_wait_for_the_sync_in_flight(self):
+    def test_close_records_the_last_positions_even_after_a_failed_sync(self):
+        q = self.queue(sync_every=2)
+        q.put(Batch.of([b"a", b"b"]))
+        [job] = self.worker.jobs
+
+        def fail(*args):
+            raise OSError(errno.EIO, "I/O error")
+
+        job.fn = fail
+        closed = q.close()
+        self.worker.run_all()
+        self.successResultOf(closed)
+        self.assertEqual(self.meta(), b"2\n0,0\n0,10\n")
+        self.flushLoggedErrors()
+
+    def test_close_and_empty_follow_the_sync_under_way(self):
         q = self.queue(sync_every=2)
         q.put(Batch.of([b"a", b"b"]))
         q.empty()
-        self.assertEqual((self.syncs.jobs[0].done, self.meta()), (True, b"0\n1,0\n1,0\n"))
+        self.worker.run_all()
+        self.assertEqual(self.meta(), b"0\n1,0\n1,0\n")
         q.put(Batch.of([b"c", b"d"]))
         q.put(Batch.of([b"e"]))
-        q.close()
-        self.assertTrue(all(job.done for job in self.syncs.jobs))
+        closed = q.close()
+        self.assertNoResult(closed)
+        self.worker.run_all()
+        self.successResultOf(closed)
         self.assertEqual(self.meta(), b"3\n1,0\n1,15\n")

@@ -10,7 +10,8 @@ from twisted.trial.unittest import TestCase
 from nsqtx import metadata
 from nsqtx.node import NSQD
 from nsqtx.options import Options
-from tests.support import RESPONSE, Conn, data_dir, disconnect_all, make_node, mpub_body
+from nsqtx.files import remove_file
+from tests.support import RESPONSE, Conn, LazyWorker, data_dir, disconnect_all, make_node, mpub_body
 
 
 class MetadataFileTests(TestCase):
@@ -149,21 +150,24 @@ class RestartTests(TestCase):
         node, clock = self.start()
         self.assertEqual(node.topics, {})
 
-    def test_fully_read_queue_files_are_removed_in_the_reactors_thread_pool(self):
-        node, clock = self.start(mem_queue_size=0, max_bytes_per_file=1024)
-        in_thread = []
-        clock.callInThread = lambda f, *args: in_thread.append((f, args))
+    def test_fully_read_queue_files_are_removed_by_the_disk_worker(self):
+        worker = LazyWorker()
+        node, clock = make_node(self, disk_worker=worker, data_path=self.path, mem_queue_size=0,
+                                max_bytes_per_file=1024)
+        node.startService()
         node.get_topic("t").get_channel("c")
         Conn(node).magic().command(b"MPUB t", mpub_body([b"x" * 100] * 30))
         _, got = self.consume_all(node, clock)
         self.assertEqual(len(got), 30)
-        done = [args[0] for _, args in in_thread]
+        done = [job.args[0] for job in worker.jobs if job.fn is remove_file]
         self.assertTrue(done)
         self.assertTrue(all(os.path.exists(path) and path.endswith(".dat.done") for path in done), done)
-        for f, args in in_thread:
-            f(*args)
+        worker.run_all()
         self.assertFalse([name for name in os.listdir(self.path) if name.endswith(".done")])
-        self.stop(node)
+        stopped = node.stopService()
+        disconnect_all(node)
+        worker.run_all()
+        self.successResultOf(stopped)
 
     def test_go_nsqd_data_dir_is_served(self):
         """A data dir as Go nsqd 1.3 leaves it: nsqd.dat plus a channel's diskqueue."""

@@ -129,7 +129,7 @@ class PynsqTests(TestCase):
     def assertChannelDrained(self, topic, channel, messages, requeues=0):
         """Nothing left queued, deferred or in flight: no message can be delivered again."""
         ch = self.node.topics[topic].channels[channel]
-        self.assertEqual((len(ch.memory), len(ch.in_flight), len(ch.deferred)), (0, 0, 0))
+        self.assertEqual((len(ch.queue.memory), len(ch.in_flight), len(ch.deferred)), (0, 0, 0))
         self.assertEqual((ch.message_count, ch.requeue_count, ch.timeout_count), (messages, requeues, 0))
 
     def assertExactlyOnce(self, deliveries, bodies):

@@ -125,7 +125,7 @@ class ReplacedFilesTests(TestCase):
             before = f.read()
         queue.put(Batch.of([b"y"]))
         SteppedOS(self, fail_write=True)
-        self.assertRaises(OSError, queue.sync)
+        queue.sync()
         with open(meta_path, "rb") as f:
             self.assertEqual(f.read(), before)
         self.assertEqual(sorted(os.listdir(self.dir)), ["t.diskqueue.000000.dat", "t.diskqueue.meta.dat"])

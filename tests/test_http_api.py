@@ -26,6 +26,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from nsqtx import log as nsqlog
+from nsqtx.disk_worker import InlineWorker
 from nsqtx.diskqueue import DiskQueue
 from nsqtx.http_params import parse_query
 from nsqtx.http_responses import HTTPError, encode_json
@@ -57,7 +58,7 @@ class APITestCase(TestCase):
         self.clock.advance(START)
         options = dict(tcp_address="127.0.0.1:4150", http_address="127.0.0.1:4151", data_path=data_dir(self))
         options.update(self.options)
-        self.node = NSQD(Options(**options), reactor=self.clock)
+        self.node = NSQD(Options(**options), reactor=self.clock, disk_worker=InlineWorker())
         self.node.startService()
         # PUT /config/log_level changes the process-wide level: put it back
         self.addCleanup(nsqlog.set_log_level, "info")
@@ -172,7 +173,7 @@ class PingTests(APITestCase):
         self.assertNotIn(b"x-nsq-content-type", response.headers)
 
     def test_unhealthy_node_answers_500_with_the_health_text(self):
-        self.node.health_error = IOError("disk full")
+        self.node.health.failed(IOError("disk full"))
         response = self.get("/ping")
         self.assertEqual((response.code, response.body), (500, b"NOK - disk full"))
         self.assertNotIn(b"x-nsq-content-type", response.headers)
@@ -209,7 +210,7 @@ class InfoTests(APITestCase):
         })
 
     def test_ports_are_minus_one_while_not_listening(self):
-        node = NSQD(Options(data_path=data_dir(self)), reactor=MemoryReactorClock())
+        node = NSQD(Options(data_path=data_dir(self)), reactor=MemoryReactorClock(), disk_worker=InlineWorker())
         self.http = StubTreq(make_site(node).resource)
         info = self.get("/info").json()
         self.assertEqual((info["tcp_port"], info["http_port"], info["start_time"]), (-1, -1, 0))
@@ -224,7 +225,7 @@ class PubTests(APITestCase):
     def test_pub_queues_the_body_on_the_topic(self):
         self.assertOK(self.post("/pub?topic=t", b"hello"))
         topic = self.node.topics["t"]
-        self.assertEqual(self.bodies(topic.memory), [b"hello"])
+        self.assertEqual(self.bodies(topic.queue.memory), [b"hello"])
         self.assertEqual((topic.message_count, topic.message_bytes), (1, 5))
         self.assertEqual(self.post("/pub?topic=t", b"again").headers[b"content-type"],
                          b"text/plain; charset=utf-8")
@@ -237,7 +238,7 @@ class PubTests(APITestCase):
     def test_message_gets_an_id_and_the_publish_time(self):
         self.post("/pub?topic=t", b"a")
         self.post("/pub?topic=t", b"b")
-        first, second = queued(self.node.topics["t"].memory)
+        first, second = queued(self.node.topics["t"].queue.memory)
         self.assertEqual(len(message_id(first)), 16)
         self.assertNotEqual(message_id(first), message_id(second))
         self.assertEqual(struct.unpack(">qH", first[:10]), (int(START * 1e9), 0))
@@ -254,7 +255,7 @@ class PubTests(APITestCase):
         self.assertError(response, 413, "MSG_TOO_BIG")
         response = self.raw(chunked(b"/pub?topic=t", [b"x" * 6, b"x" * 4]))
         self.assertEqual((response.code, response.body), (200, b"OK"))
-        self.assertEqual(self.bodies(self.node.topics["t"].memory), [b"x" * 10])
+        self.assertEqual(self.bodies(self.node.topics["t"].queue.memory), [b"x" * 10])
 
     def test_empty_body_is_400_before_the_topic_is_looked_at(self):
         self.assertError(self.post("/pub?topic=t", b""), 400, "MSG_EMPTY")
@@ -285,7 +286,7 @@ class PubTests(APITestCase):
                             b"Content-Type: multipart/form-data\r\n"
                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
         self.assertEqual((response.code, response.body), (200, b"OK"))
-        self.assertEqual(self.bodies(self.node.topics["t"].memory), [body])
+        self.assertEqual(self.bodies(self.node.topics["t"].queue.memory), [body])
 
     def test_responses_carry_their_length(self):
         response = self.raw(b"POST /pub?topic=t HTTP/1.1\r\nHost: nsqd.test\r\nContent-Length: 1\r\n\r\nx")
@@ -304,7 +305,7 @@ class PubTests(APITestCase):
         self.clock.advance(1.4)
         self.assertEqual(channel.depth(), 0)
         self.clock.advance(0.2)
-        self.assertEqual((self.bodies(channel.memory), len(channel.deferred)), ([b"later"], 0))
+        self.assertEqual((self.bodies(channel.queue.memory), len(channel.deferred)), ([b"later"], 0))
 
     def test_defer_applies_to_every_channel(self):
         topic = self.node.get_topic("t")
@@ -361,7 +362,7 @@ class PubQueueFullTests(APITestCase):
         self.assertOK(self.post("/pub?topic=t", b"1"))
         self.fail_disk_writes()
         self.assertError(self.post("/pub?topic=t", b"2"), 503, "PUB_FAILED")
-        self.assertEqual(self.bodies(self.node.topics["t"].memory), [b"1"])
+        self.assertEqual(self.bodies(self.node.topics["t"].queue.memory), [b"1"])
         self.assertEqual(self.get("/ping").code, 500)
         self.assertIn("No space left on device", self.stats()["health"])
 
@@ -382,7 +383,7 @@ class MPubTests(APITestCase):
     options = dict(max_msg_size=10, max_body_size=40)
 
     def published(self):
-        return self.bodies(self.node.topics["t"].memory)
+        return self.bodies(self.node.topics["t"].queue.memory)
 
     def test_text_is_one_message_per_line_skipping_empty_lines(self):
         self.assertOK(self.post("/mpub?topic=t", b"one\ntwo\n\nthree\n"))
@@ -533,7 +534,7 @@ class TopicTests(APITestCase):
         self.assertEmpty200(self.post("/topic/unpause?topic=t"))
         self.assertFalse(self.node.topics["t"].paused)
         self.clock.advance(0)
-        self.assertEqual(self.bodies(channel.memory), [b"held"])
+        self.assertEqual(self.bodies(channel.queue.memory), [b"held"])
         self.assertFalse(self.stats()["topics"][0]["paused"])
 
 
@@ -559,7 +560,7 @@ class ChannelTests(APITestCase):
         self.assertEmpty200(self.post("/channel/create?topic=t&channel=c"))
         # the first channel takes what the topic held (on the next reactor turn)
         self.clock.advance(0)
-        self.assertEqual(self.bodies(self.topic.channels["c"].memory), [b"waiting"])
+        self.assertEqual(self.bodies(self.topic.channels["c"].queue.memory), [b"waiting"])
         self.assertEmpty200(self.post("/channel/create?topic=t&channel=c%23ephemeral"))
         self.assertEqual(sorted(self.topic.channels), ["c", "c#ephemeral"])
         self.assertEqual([c["channel_name"] for c in self.stats()["topics"][0]["channels"]],
@@ -765,7 +766,7 @@ class StatsJSONTests(APITestCase):
         self.assertNotIn("pub_counts", self.stats("&topic=other")["producers"][0])
 
     def test_health(self):
-        self.node.health_error = "failed to persist metadata"
+        self.node.health.failed("failed to persist metadata")
         self.assertEqual(self.stats()["health"], "NOK - failed to persist metadata")
 
     def test_strings_are_escaped_as_go_does(self):
@@ -852,7 +853,7 @@ class StatsTextTests(APITestCase):
         producer.command(b"MPUB alpha", mpub_body([b"1", b"2", b"3"]))
         producer.command(b"PUB beta", b"4")
         self.post("/pub?topic=beta&defer=1", b"5")
-        self.node.health_error = "oops"
+        self.node.health.failed("oops")
         self.clock.advance(45.25)
         self.assertEqual(self.text().split("\n")[1:], [
             "start_time " + self.expected_start_time(),

@@ -10,7 +10,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
-from nsqtx import NSQD, Options
+from nsqtx import NSQD, Options, diskqueue
 from nsqtx.message import MIN_DISK_LENGTH, new_batch
 from tests.support import data_dir
 
@@ -69,28 +69,25 @@ class EmbeddedNodeTests(TestCase):
         self.assertFalse(node.running)
 
     @defer.inlineCallbacks
-    def test_disk_queues_sync_in_threads_that_a_stop_waits_for(self):
+    def test_disk_queues_sync_in_the_reactors_thread_pool_and_a_stop_waits_for_them(self):
+        threads = []
+        sync_files = diskqueue._sync_files
+
+        def recording(*args, **kwargs):
+            threads.append(threading.current_thread())
+            return sync_files(*args, **kwargs)
+
+        self.patch(diskqueue, "_sync_files", recording)
         path = data_dir(self)
         node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", data_path=path,
                             mem_queue_size=0, sync_every=2))
         node.startService()
         node.get_topic("t").put(new_batch(node, [b"m%d" % i for i in range(5)]))
-        self.assertTrue([t for t in threading.enumerate() if t.name.startswith("nsqtx-sync")])
         yield node.stopService()
-        self.assertEqual([t for t in threading.enumerate() if t.name.startswith("nsqtx-sync")], [])
+        self.assertTrue(threads)
+        self.assertNotIn(threading.main_thread(), threads)
         with open(os.path.join(path, "t.diskqueue.meta.dat"), "rb") as f:
             self.assertEqual(f.read(), b"5\n0,0\n0,%d\n" % (5 * (4 + MIN_DISK_LENGTH + 2)))
-
-    @defer.inlineCallbacks
-    def test_a_topic_created_after_a_stop_syncs_without_threads(self):
-        node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", data_path=data_dir(self),
-                            mem_queue_size=0, sync_every=2))
-        node.startService()
-        yield node.stopService()
-        late = node.get_topic("late")
-        self.addCleanup(late.close)
-        late.put(new_batch(node, [b"m%d" % i for i in range(5)]))
-        self.assertEqual([t for t in threading.enumerate() if t.name.startswith("nsqtx-sync")], [])
 
     def test_invalid_options_are_refused_at_construction(self):
         self.assertRaises(ValueError, NSQD, Options(max_msg_size=10, max_body_size=5))

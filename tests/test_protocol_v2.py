@@ -83,7 +83,7 @@ class PublishTests(Base):
         for byte in b"PUB t\n" + struct.pack(">l", 3) + b"abc":
             conn.send(bytes([byte]))
         self.assertOK(conn)
-        self.assertEqual([body(m) for m in queued(self.node.topics["t"].memory)], [b"abc"])
+        self.assertEqual([body(m) for m in queued(self.node.topics["t"].queue.memory)], [b"abc"])
 
     def test_several_commands_in_one_chunk_get_one_write(self):
         conn = self.conn()
@@ -122,7 +122,7 @@ class PublishTests(Base):
                                        (b"PUB", b"b", b"3b"), (b"PUB", b"a", b"4"), (b"DPUB", b"c 0", b"5")]:
             conn.command(command + b" " + name, payload)
             self.assertOK(conn)
-        self.assertEqual({name: [body(m) for m in queued(topic.memory)] for name, topic in self.node.topics.items()},
+        self.assertEqual({name: [body(m) for m in queued(topic.queue.memory)] for name, topic in self.node.topics.items()},
                          {"a": [b"1", b"2", b"4"], "b": [b"3", b"3b"], "c": [b"5"]})
         self.assertEqual(conn.client.pub_counts, {"a": 3, "b": 2, "c": 1})
         conn.send(b"PUB a!\n")
@@ -133,8 +133,8 @@ class PublishTests(Base):
         conn.command(b"MPUB t", mpub_body([b"a", b"bb", b"ccc"]))
         self.assertOK(conn)
         topic = self.node.topics["t"]
-        self.assertEqual([body(m) for m in queued(topic.memory)], [b"a", b"bb", b"ccc"])
-        self.assertEqual(len({message_id(m) for m in queued(topic.memory)}), 3)
+        self.assertEqual([body(m) for m in queued(topic.queue.memory)], [b"a", b"bb", b"ccc"])
+        self.assertEqual(len({message_id(m) for m in queued(topic.queue.memory)}), 3)
         self.assertEqual(conn.client.pub_counts, {"t": 3})
 
     def test_mpub_errors_publish_nothing(self):
@@ -176,7 +176,7 @@ class PublishTests(Base):
             conn.command(line, payload)
             self.assertOK(conn)
         topic = self.node.topics["t"]
-        self.assertEqual([body(m) for m in queued(topic.memory)], [full] * 4)
+        self.assertEqual([body(m) for m in queued(topic.queue.memory)], [full] * 4)
         refused = [
             (b"PUB t", full + b"!", b"E_BAD_MESSAGE PUB message too big 11 > 10"),
             (b"DPUB t 0", full + b"!", b"E_BAD_MESSAGE DPUB message too big 11 > 10"),
@@ -250,7 +250,7 @@ class PublishTests(Base):
         conn = self.conn()
         conn.command(b"MPUB t", mpub_body([b"%d" % i for i in range(5)]))
         self.assertOK(conn)
-        self.assertEqual((channel.depth(), channel.backend_depth(), len(channel.memory)), (5, 3, 2))
+        self.assertEqual((channel.depth(), channel.backend_depth(), len(channel.queue.memory)), (5, 3, 2))
         consumer = self.conn(5000)
         consumer.identify(output_buffer_timeout=-1)
         consumer.subscribe(rdy=3)
@@ -277,12 +277,12 @@ class PublishTests(Base):
         [(kind, text)] = conn.frames()
         self.assertEqual(kind, ERROR)
         self.assertTrue(text.startswith(b"E_PUB_FAILED PUB failed failed to write message to backend"), text)
-        self.assertIn("No space left on device", self.node.health_error)
+        self.assertIn("No space left on device", self.node.health.error)
         self.patch(DiskQueue, "put", real_put)
         other = self.conn(4001)
         other.command(b"PUB t", b"y")
         self.assertOK(other)
-        self.assertIsNone(self.node.health_error)
+        self.assertIsNone(self.node.health.error)
         self.assertEqual(self.node.topics["t"].depth(), 1)
 
 
@@ -375,7 +375,7 @@ class AnswerOrderTests(Base):
         self.sent_at_put = []
         self.publisher.command(b"PUB t", b"c")
         self.assertAnsweredAt(b"")
-        self.assertEqual((len(topic.memory), topic.backend_depth()), (2, 1))
+        self.assertEqual((len(topic.queue.memory), topic.backend_depth()), (2, 1))
 
     def test_ephemeral_topic_past_its_memory_answers_first_and_drops_the_rest(self):
         self.node.options.mem_queue_size = 1
