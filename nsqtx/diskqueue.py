@@ -372,9 +372,8 @@ class DiskQueue:
 
     def _fill(self, need: int) -> bool:
         """Make `need` bytes from read_pos available in the buffer, reading at most what the file
-        holds. The buffer is reused: a new 1 MB string per refill kept PyPy's collector busy
-        (a third of a minor collection and a quarter of a major step per refill) and stalled
-        the reactor for up to 16 ms."""
+        holds. The buffer is reused: a new string per refill kept PyPy's collector busy and
+        stalled the reactor."""
         idx = self.read_pos - self._rbuf_start
         rest = self._rview[idx:self._rlen].tobytes()
         want = min(max(READ_CHUNK, need), self._read_end - self.read_pos) - len(rest)

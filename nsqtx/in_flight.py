@@ -1,56 +1,36 @@
 """A channel's messages in flight: delivered, awaiting the client's FIN, REQ or TOUCH, or a timeout.
 
 A delivery is a slot, a number indexing parallel lists (where its message lies in its batch, the
-client, the deadline), not an object of its own. A delivery lives for a client's round trip, long
-enough to outlive PyPy's nursery: an object per delivery (~150 B with its ID) was copied out of the
-nursery and then stayed in the old generation until a major collection, which made memory grow
-while a backlog was consumed and was most of what consuming cost the collector. A slot is a few
-list cells, reused once its message is finished; on CPython it is also no container for the
-collector to track.
+client, the deadline), not an object: a delivery lives for a client's round trip, longer than PyPy's
+nursery, and an object per delivery was copied out of it and kept until a major collection. Slots
+are reused once their message is answered. A delivery's client is stored in its slot only while the
+delivery is indexed (below); in a deque it belongs to the deque's client, which saves a store (a GC
+write barrier on PyPy) at every delivery and answer.
 
-A delivery's client is kept in its slot only while the delivery is indexed (below); in a deque it
-belongs to the deque's client. That saves a store at every delivery and at every answer, and on
-PyPy the delivery's was a GC pointer into a long-lived list, through the card-marking write
-barrier: without them, warm servers consumed 2.71M against 2.37M msgs/s with one consumer and
-2.66M against 2.45M with two (medians of four alternating fresh servers).
+Consumers mostly answer in the order they were sent to, so each client's deliveries are kept in that
+order (a deque of slots) and a FIN is first compared with the oldest one, in place, without cutting
+out an ID: on CPython against the record (startswith at an offset), on PyPy against two columns
+holding each ID as two machine integers (PyPy's startswith at an offset compares byte by byte). A
+delivery that an answer passes over is moved to an index by ID (a dict), once; so is every delivery
+of a client that leaves. Indexing every delivery instead cost a key object and two dict operations
+per message.
 
-FIN, REQ and TOUCH name a message by ID, and consumers mostly answer in the order they were sent
-to. So each client's deliveries are kept in that order (a deque of slots), and a FIN is first
-compared with the oldest one, without cutting out an ID: on CPython with the ID in its record
-(startswith at an offset); on PyPy with two columns holding each delivery's ID as two machine
-integers, read from the record at delivery, when the pump is copying it out anyway. PyPy's
-startswith at an offset compares byte by byte, on a record the pump had long left: it took 6-8%
-of the server's time consuming, more with two consumers than with one. On CPython the columns
-made consuming slower (a tuple and two integer objects per delivery, against one C call per
-FIN). Only a delivery that an answer passes over is moved to an index by ID (a dict), once; so is
-every delivery of a client that leaves. Indexing every delivery instead cost a key object
-surviving in PyPy's nursery and two dict operations per message, more than all the rest of
-in-flight bookkeeping, and the more so the more was in flight.
+An ID found nowhere (a late FIN for a message that timed out, or a bogus one) means comparing it
+with every delivery not indexed, to tell "not owned" from "not in flight". That scan is done in
+place while each delivery has paid for _SCAN_CREDIT comparisons on average; past that, every deque
+is indexed instead, so that a flood of unknown IDs costs each delivery one indexing at most.
 
-An ID found nowhere (a slow consumer's FIN for a message that timed out, or a bogus one) means
-comparing it with every delivery in every deque, to tell "not owned" from "not in flight". That
-scan is done in place while each delivery has paid for _SCAN_CREDIT such comparisons on average;
-past that, every deque is moved to the index instead, so that a flood of unknown IDs costs each
-delivery one indexing at most. Indexing everything at the first late FIN made all the deliveries
-then in flight take the slow path: with 1000 in flight and one late FIN every 250 answers, 1.7x
-the bookkeeping per message on CPython (scanning: 1.3x), 2.4x on PyPy (scanning: 1.15x). The
-price is where late FINs are much more frequent (one every 50 answers): CPython scans what the
-deliveries paid for and then indexes anyway, 2.5 against 2.1 us per message.
+A client's deliveries expire in the order they were made (one timeout per client), so expiry takes
+them from the front of its deque while their deadline has come. Only indexed deliveries have an
+entry in a heap of (deadline, sequence, slot); one that is answered leaves its entry behind, dropped
+when popped, and the heap is rebuilt from the index once it holds more than _GROWTH times the indexed
+deliveries plus _SLACK, so that TOUCH cannot grow it without bound. A run delivered with an earlier
+deadline than its client's last one (the wall clock went back) is indexed, so that it does not wait
+behind later ones. On PyPy the deques are :class:`~nsqtx.int_deque.IntDeque`.
 
-A client's deliveries expire in the order they were made (one timeout per client, fixed once it
-has subscribed), so expiry takes them from the front of its deque while their deadline has come;
-that costs nothing per delivery. Only indexed deliveries (touched, passed over, or of a client that
-left) have an entry in a heap of (deadline, sequence, slot); one that is answered leaves its entry
-behind, dropped when popped. Once the heap holds more than _GROWTH times the indexed deliveries plus
-_SLACK entries, it is rebuilt from the index, so a high rate of TOUCH cannot grow it without
-bound. A run delivered with an earlier deadline than its client's last one (the wall clock went
-back) is indexed, so that it does not wait behind the later ones. On PyPy the deques are
-:class:`~nsqtx.int_deque.IntDeque`, which keeps slot numbers unboxed.
-
-Columns and deques only grow while messages are in flight (slots are reused, not removed). Once
-nothing is in flight, a table grown past _KEEP_SLOTS slots is let go of at the next expiry scan,
-so that a burst does not keep its peak's memory (72 bytes per slot in list cells alone: a thousand
-consumers at RDY 2500 make 2.5M slots).
+Slots are reused, never removed; once nothing is in flight, a table grown past _KEEP_SLOTS slots is
+let go of at the next expiry scan, so that a burst does not keep its peak's memory. The figures behind
+these choices are in docs/performance.md.
 """
 from __future__ import annotations
 

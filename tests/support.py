@@ -13,8 +13,10 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address
 from twisted.logger import globalLogPublisher
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import TestCase
 
 from nsqtx.disk_worker import InlineWorker
+from nsqtx.message import new_batch
 from nsqtx.node import NSQD
 from nsqtx.options import Options
 from nsqtx.protocol_v2 import V2Factory
@@ -147,6 +149,24 @@ class LazyWorker:
         while self.jobs:
             self.run_next()
 
+
+
+class NodeCase(TestCase):
+    """A node on a fake reactor (self.node, self.clock), with consumers that get every message at
+    once and a publish that puts straight into a topic."""
+
+    def setUp(self):
+        self.node, self.clock = make_node(self)
+
+    def consumer(self, topic=b"t", channel=b"c", rdy=10, port=5000):
+        conn = Conn(self.node, port).magic()
+        conn.identify(output_buffer_timeout=-1)
+        conn.subscribe(topic, channel, rdy)
+        conn.frames()
+        return conn
+
+    def publish(self, *bodies, topic="t"):
+        self.node.get_topic(topic).put(new_batch(self.node, bodies))
 
 
 class CountingTransport(StringTransport):

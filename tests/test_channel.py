@@ -1,34 +1,19 @@
-"""Channel behaviour beyond single commands: pause, empty, ephemeral cleanup, heap hygiene."""
+"""Channels: delivery in slices and shares, pause, empty, ephemeral cleanup, spilling to disk, heap hygiene."""
 from __future__ import annotations
 
 import gc
 import struct
 import weakref
 
-from twisted.trial.unittest import TestCase
-
 from nsqtx.channel import _PUMP_SLICE
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import _GROWTH, _SLACK
 from nsqtx import backend_queue
 from nsqtx.message import new_batch, to_disk
-from tests.support import MESSAGE, Conn, attempts, body, decode, make_node, mpub_body, queued
+from tests.support import MESSAGE, Conn, NodeCase, attempts, body, decode, mpub_body, queued
 
 
-class ChannelTests(TestCase):
-    def setUp(self):
-        self.node, self.clock = make_node(self)
-
-    def consumer(self, topic=b"t", channel=b"c", rdy=10, port=5000):
-        conn = Conn(self.node, port).magic()
-        conn.identify(output_buffer_timeout=-1)
-        conn.subscribe(topic, channel, rdy)
-        conn.frames()
-        return conn
-
-    def publish(self, *bodies, topic="t"):
-        self.node.get_topic(topic).put(new_batch(self.node, bodies))
-
+class ChannelTests(NodeCase):
     def test_paused_channel_holds_messages_until_unpaused(self):
         conn = self.consumer()
         channel = self.node.topics["t"].channels["c"]
@@ -47,19 +32,6 @@ class ChannelTests(TestCase):
         self.assertEqual(conn.messages(), [])
         self.node.topics["t"].channels["c"].pause()
         self.assertEqual(len(conn.messages()), 1)
-
-    def test_paused_topic_holds_messages_for_all_channels(self):
-        a = self.consumer(channel=b"a", port=5001)
-        b = self.consumer(channel=b"b", port=5002)
-        topic = self.node.topics["t"]
-        topic.pause()
-        self.publish(b"1")
-        self.assertEqual((a.messages(), b.messages(), topic.depth()), ([], [], 1))
-        topic.unpause()
-        self.clock.advance(0)
-        self.assertEqual([m[2] for m in a.messages()], [b"1"])
-        self.assertEqual([m[2] for m in b.messages()], [b"1"])
-        self.assertEqual(topic.depth(), 0)
 
     def test_empty_drops_queued_in_flight_and_deferred(self):
         conn = self.consumer(rdy=1)
@@ -83,12 +55,6 @@ class ChannelTests(TestCase):
         second.lose()
         self.assertNotIn("c#ephemeral", topic.channels)
         self.assertIn("t", self.node.topics)
-
-    def test_ephemeral_topic_deleted_with_its_last_channel(self):
-        conn = self.consumer(topic=b"t#ephemeral", channel=b"c#ephemeral")
-        self.assertIn("t#ephemeral", self.node.topics)
-        conn.lose()
-        self.assertNotIn("t#ephemeral", self.node.topics)
 
     def test_durable_channel_survives_its_consumers(self):
         conn = self.consumer()
@@ -357,39 +323,6 @@ class ChannelTests(TestCase):
         gc.collect()
         self.assertEqual((len(channel.in_flight), channel.depth()), (0, 2))
         self.assertIsNone(gone())
-
-    def test_topic_with_no_channel_holds_until_first_channel_only(self):
-        self.publish(b"1", b"2")
-        first = self.node.get_topic("t").get_channel("first")
-        self.clock.advance(0)
-        second = self.node.get_topic("t").get_channel("second")
-        self.clock.advance(0)
-        self.assertEqual((first.depth(), second.depth()), (2, 0))
-
-    def test_held_deferred_messages_are_deferred_from_when_a_channel_appears(self):
-        conn = Conn(self.node, 9000).magic()
-        conn.command(b"DPUB t 1000", b"later")
-        conn.frames()
-        self.clock.advance(5)
-        channel = self.node.get_topic("t").get_channel("c")
-        self.clock.advance(0)
-        self.assertEqual((channel.depth(), len(channel.deferred)), (0, 1))
-        self.clock.advance(1)
-        self.node.scan_queues()
-        self.assertEqual((channel.depth(), len(channel.deferred)), (1, 0))
-
-    def test_deferred_messages_held_by_a_topic_without_channels_respect_the_memory_bound(self):
-        """A topic without channels keeps a DPUB in memory only while it holds fewer than
-        --mem-queue-size messages of any kind; beyond that it goes to disk (without its delay)."""
-        self.node.options.mem_queue_size = 3
-        conn = Conn(self.node, 9000).magic()
-        conn.command(b"MPUB t", mpub_body([b"1"]))
-        for payload in (b"d1", b"d2", b"d3", b"d4"):
-            conn.command(b"DPUB t 1000", payload)
-        self.assertEqual(len(conn.frames()), 5)
-        topic = self.node.topics["t"]
-        self.assertEqual((len(topic.queue.memory), len(topic.held_deferred), topic.backend_depth()), (1, 2, 2))
-        self.assertEqual(topic.depth(), 5)
 
     def test_channels_share_one_queued_message_but_not_delivery_state(self):
         a = self.node.get_topic("t").get_channel("a")

@@ -28,8 +28,6 @@ from twisted.web.client import HTTPConnectionPool
 from nsqtx import log as nsqlog
 from nsqtx.disk_worker import InlineWorker
 from nsqtx.diskqueue import DiskQueue
-from nsqtx.http_params import parse_query
-from nsqtx.http_responses import HTTPError, encode_json
 from nsqtx.http_site import make_site
 from nsqtx.node import NSQD
 from nsqtx.options import Options
@@ -973,17 +971,6 @@ class RouterTests(APITestCase):
         self.assertError(response, 500, "INTERNAL_ERROR")
         self.assertNotIn(b"boom", response.body)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
-
-class HelperTests(TestCase):
-    def test_parse_query_is_go_s(self):
-        self.assertEqual(parse_query(b"a=1&b=x+y&a=2&&c&d=%2B"),
-                         {"a": ["1", "2"], "b": ["x y"], "c": [""], "d": ["+"]})
-        for bad in (b"a=%", b"a=%g1", b"a;b", b"%zz=1"):
-            self.assertRaises(HTTPError, parse_query, bad)
-
-    def test_encode_json_is_compact_utf8(self):
-        self.assertEqual(encode_json({"a": ["é", None, True]}), '{"a":["é",null,true]}'.encode())
 
 
 # -- a real socket
