@@ -34,7 +34,9 @@ setup(
     # so that Twisted's own twisted/plugins/__init__.py keeps owning the package.
     packages=find_packages(include=["nsqtx", "nsqtx.*"]) + ["twisted.plugins"],
     install_requires=[
-        "Twisted>=22.10.0",
+        # nsqtx.tcp_speedups reads Twisted's internal TCP state: only the releases it was checked
+        # against (25.5, the last for Python 3.9, 26.4 and 26.10) are admitted
+        "Twisted>=25.5.0,<26.11",
         "klein>=21.8.0",
         'tomli>=1.1.0; python_version < "3.11"',
     ],

@@ -151,6 +151,25 @@ class LazyWorker:
 
 
 
+class ConnCase(TestCase):
+    """A node on a fake reactor (self.node, self.clock), and client connections to it."""
+
+    def setUp(self):
+        self.node, self.clock = make_node(self)
+
+    def conn(self, port=4000) -> Conn:
+        return Conn(self.node, port).magic()
+
+    def assertError(self, conn, text: bytes, fatal=True):
+        frames = conn.frames()
+        self.assertEqual(frames, [(ERROR, text)])
+        self.assertEqual(conn.closed, fatal)
+
+    def assertOK(self, conn):
+        self.assertEqual(conn.frames(), [(RESPONSE, b"OK")])
+        self.assertFalse(conn.closed)
+
+
 class NodeCase(TestCase):
     """A node on a fake reactor (self.node, self.clock), with consumers that get every message at
     once and a publish that puts straight into a topic."""

@@ -4,31 +4,11 @@ from __future__ import annotations
 import json
 import struct
 
-from twisted.trial.unittest import TestCase
-
-from nsqtx.client_v2 import HOLD_LIMIT
-from tests.support import (ERROR, MESSAGE, RESPONSE, Conn, body, decode, disconnect_all, make_node, message_id, mpub_body,
+from tests.support import (ERROR, MESSAGE, RESPONSE, Conn, ConnCase, body, decode, disconnect_all, message_id, mpub_body,
                            queued)
 
 
-class Base(TestCase):
-    def setUp(self):
-        self.node, self.clock = make_node(self)
-
-    def conn(self, port=4000) -> Conn:
-        return Conn(self.node, port).magic()
-
-    def assertError(self, conn, text: bytes, fatal=True):
-        frames = conn.frames()
-        self.assertEqual(frames, [(ERROR, text)])
-        self.assertEqual(conn.closed, fatal)
-
-    def assertOK(self, conn):
-        self.assertEqual(conn.frames(), [(RESPONSE, b"OK")])
-        self.assertFalse(conn.closed)
-
-
-class MagicTests(Base):
+class MagicTests(ConnCase):
     def test_bad_magic_is_refused_and_closed(self):
         conn = Conn(self.node)
         conn.send(b"  V1PUB t\n")
@@ -69,7 +49,7 @@ class MagicTests(Base):
         self.assertNotIn("t", self.node.topics)
 
 
-class PublishTests(Base):
+class PublishTests(ConnCase):
     def test_pub_creates_topic_and_answers_ok(self):
         conn = self.conn()
         conn.command(b"PUB t", b"hello")
@@ -289,12 +269,12 @@ class PublishTests(Base):
 OK_FRAME = struct.pack(">lL", 6, RESPONSE) + b"OK"
 
 
-class AnswerOrderTests(Base):
+class AnswerOrderTests(ConnCase):
     """A publish is answered before its messages are encoded and queued only when nothing can
     refuse them any more, and only when the answer would go out at once anyway."""
 
     def setUp(self):
-        Base.setUp(self)
+        ConnCase.setUp(self)
         #: what each connection had been sent when a topic was given messages
         self.sent_at_put = []
         from nsqtx.topic import Topic
@@ -404,7 +384,7 @@ class AnswerOrderTests(Base):
         self.assertEqual(self.publisher.frames(), [(RESPONSE, b"OK")] * 2)
 
 
-class IdentifyTests(Base):
+class IdentifyTests(ConnCase):
     def test_feature_negotiation_reply(self):
         conn = self.conn()
         conn.identify(feature_negotiation=True, msg_timeout=5000, output_buffer_size=1024,
@@ -509,7 +489,7 @@ class IdentifyTests(Base):
         self.assertError(conn, b"E_BAD_BODY AUTH invalid body size -1")
 
 
-class SubscribeTests(Base):
+class SubscribeTests(ConnCase):
     def test_sub_errors(self):
         cases = [
             (b"SUB t\n", b"E_INVALID SUB insufficient number of parameters"),
@@ -572,7 +552,7 @@ class SubscribeTests(Base):
         self.assertFalse(conn.closed)
 
 
-class ConsumeTests(Base):
+class ConsumeTests(ConnCase):
     def publish(self, *bodies, topic=b"t"):
         conn = self.conn(9000)
         conn.command(b"MPUB " + topic, mpub_body(list(bodies)))
@@ -852,163 +832,7 @@ class ConsumeTests(Base):
         self.assertEqual((attempts, again), (2, msg_id))
 
 
-class HeartbeatAndBufferTests(Base):
-    def test_heartbeat_sent_at_negotiated_interval(self):
-        conn = self.conn()
-        conn.identify(heartbeat_interval=1000)
-        conn.frames()
-        self.clock.advance(1.0)
-        self.assertEqual(conn.frames(), [(RESPONSE, b"_heartbeat_")])
-
-    def test_default_heartbeat_is_half_the_client_timeout(self):
-        conn = self.conn()
-        self.clock.advance(29.9)
-        self.assertEqual(conn.frames(), [])
-        self.clock.advance(0.1)
-        self.assertEqual(conn.frames(), [(RESPONSE, b"_heartbeat_")])
-
-    def test_silent_client_closed_after_two_intervals(self):
-        conn = self.conn()
-        conn.identify(heartbeat_interval=1000)
-        self.clock.advance(1.0)
-        conn.command(b"NOP")
-        self.clock.advance(1.9)
-        self.assertFalse(conn.closed)
-        self.clock.advance(0.1)
-        self.assertTrue(conn.closed)
-
-    def test_disabled_heartbeats_never_close(self):
-        conn = self.conn()
-        conn.identify(heartbeat_interval=-1)
-        conn.frames()
-        self.clock.advance(3600)
-        self.assertEqual(conn.frames(), [])
-        self.assertFalse(conn.closed)
-
-    def test_the_flush_timer_is_armed_again_after_it_fires(self):
-        """Each message that finds the output buffer empty gets its own flush at the timeout: the
-        timer fired for the first must not leave the next waiting forever."""
-        conn = self.conn()
-        conn.identify(output_buffer_timeout=100)
-        conn.subscribe(rdy=10)
-        conn.frames()
-        publisher = self.conn(9000)
-        for payload in (b"first", b"second", b"third"):
-            publisher.command(b"PUB t", payload)
-            self.assertEqual(conn.frames(), [])
-            self.clock.advance(0.1)
-            self.assertEqual([m[2] for m in conn.messages()], [payload])
-
-    def test_messages_buffered_until_output_buffer_timeout(self):
-        conn = self.conn()
-        conn.identify(output_buffer_timeout=100)
-        conn.subscribe(rdy=10)
-        conn.frames()
-        publisher = self.conn(9000)
-        publisher.command(b"PUB t", b"x")
-        self.assertEqual(conn.frames(), [])
-        self.clock.advance(0.099)
-        self.assertEqual(conn.frames(), [])
-        self.clock.advance(0.001)
-        self.assertEqual(len(conn.messages()), 1)
-
-    def test_flush_when_rdy_is_used_up(self):
-        conn = self.conn()
-        conn.subscribe(rdy=2)
-        conn.frames()
-        publisher = self.conn(9000)
-        publisher.command(b"PUB t", b"x")
-        self.assertEqual(conn.frames(), [])
-        before = conn.transport.writes
-        publisher.command(b"PUB t", b"y")
-        self.assertEqual(len(conn.messages()), 2)
-        self.assertEqual(conn.transport.writes - before, 1)
-
-    def test_flush_when_buffer_is_full(self):
-        conn = self.conn()
-        conn.identify(output_buffer_size=100)
-        conn.subscribe(rdy=10)
-        conn.frames()
-        publisher = self.conn(9000)
-        publisher.command(b"PUB t", b"x" * 40)
-        self.assertEqual(conn.frames(), [])
-        publisher.command(b"PUB t", b"x" * 40)
-        self.assertEqual(len(conn.messages()), 2)
-
-    def buffered_consumer(self):
-        """(a consumer with a 1000-byte output buffer and a 1 s timeout, how many writes it has had)"""
-        conn = self.conn()
-        conn.identify(output_buffer_size=1000, output_buffer_timeout=1000)
-        conn.subscribe(rdy=100)
-        conn.frames()
-        return conn, len(conn.transport.write_sizes)
-
-    def test_a_share_that_fills_the_buffer_goes_out_whole_in_one_write(self):
-        """50 frames of 134 bytes pass a 1000-byte buffer; handed over in one pump share, they go out
-        together at its end, the last 2 with them rather than at the buffer's timeout."""
-        conn, before = self.buffered_consumer()
-        self.conn(9000).command(b"MPUB t", mpub_body([b"%100d" % i for i in range(50)]))
-        self.assertEqual(conn.transport.write_sizes[before:], [50 * 134])
-        self.assertEqual([body for _, _, body in conn.messages()], [b"%100d" % i for i in range(50)])
-
-    def test_a_share_that_fills_no_buffer_waits_for_the_timeout(self):
-        conn, before = self.buffered_consumer()
-        self.conn(9000).command(b"MPUB t", mpub_body([b"%100d" % i for i in range(7)]))
-        self.clock.advance(0.999)
-        self.assertEqual(conn.transport.write_sizes[before:], [])
-        self.clock.advance(0.001)
-        self.assertEqual(conn.transport.write_sizes[before:], [7 * 134])
-
-    def test_a_share_writes_each_time_it_passes_the_hold_limit(self):
-        conn = self.conn()
-        conn.subscribe(rdy=100)
-        conn.frames()
-        before = len(conn.transport.write_sizes)
-        frame_size = 34 + 10000  # size, type, timestamp, attempts, ID, body
-        self.conn(9000).command(b"MPUB t", mpub_body([b"%10000d" % i for i in range(50)]))
-        self.assertEqual([body for _, _, body in conn.messages()], [b"%10000d" % i for i in range(50)])
-        per_write = -(-HOLD_LIMIT // frame_size)
-        self.assertEqual(conn.transport.write_sizes[before:],
-                         [per_write * frame_size] * (50 // per_write) + [50 % per_write * frame_size])
-
-    def test_a_transport_that_fills_up_stops_delivery_at_the_next_write(self):
-        """The next write comes once the flushed frames pass HOLD_LIMIT (at the latest)."""
-        conn = self.conn()
-        conn.subscribe(rdy=100)
-        conn.frames()
-        write = conn.transport.write
-
-        def write_and_fill(data):
-            write(data)
-            conn.client.pauseProducing()
-
-        conn.transport.write = write_and_fill
-        self.conn(9000).command(b"MPUB t", mpub_body([b"%10000d" % i for i in range(50)]))
-        channel = self.node.topics["t"].channels["c"]
-        per_write = -(-HOLD_LIMIT // (34 + 10000))
-        self.assertEqual((len(conn.messages()), channel.depth()), (per_write, 50 - per_write))
-        conn.transport.write = write
-        conn.client.resumeProducing()
-        self.clock.advance(1)
-        self.assertEqual((len(conn.messages()), channel.depth()), (50 - per_write, 0))
-
-    def test_backpressure_pauses_delivery_and_reading(self):
-        conn = self.conn()
-        conn.subscribe(rdy=10)
-        conn.frames()
-        conn.client.pauseProducing()
-        self.assertEqual(conn.transport.producerState, "paused")
-        publisher = self.conn(9000)
-        publisher.command(b"PUB t", b"x")
-        self.clock.advance(1)
-        self.assertEqual(conn.frames(), [])
-        conn.client.resumeProducing()
-        self.assertEqual(conn.transport.producerState, "producing")
-        self.clock.advance(1)
-        self.assertEqual(len(conn.messages()), 1)
-
-
-class DeferFanOutTests(Base):
+class DeferFanOutTests(ConnCase):
     def test_dpub_is_deferred_on_every_channel(self):
         topic = self.node.get_topic("t")
         channels = [topic.get_channel(name) for name in ("a", "b", "c")]

@@ -16,7 +16,6 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from nsqtx import tcp_speedups
-from nsqtx.message import new_batch
 from nsqtx.tcp_speedups import is_plain_tcp, read_into, writer_for
 from tests.support import accept_real_connection, start_real_node
 
@@ -189,54 +188,6 @@ class EagerWriteTests(TestCase):
         write([b"y", b"z"])
         write([memoryview(b"vw")])
         self.assertEqual(transport.value(), b"xYZVW")
-
-
-class SlowConsumerTests(TestCase):
-    @defer.inlineCallbacks
-    def test_a_consumer_that_does_not_read_is_paused_and_later_gets_everything(self):
-        """Writes go straight to the socket until it is full; then they queue in the transport, which
-        pauses delivery to that consumer, so the server does not buffer its whole RDY window."""
-        node = start_real_node(self)
-        client = socket.create_connection(("127.0.0.1", node.tcp_port))
-        self.addCleanup(client.close)
-        client.setblocking(False)
-        client.sendall(b"  V2SUB t c\nRDY 2500\n")
-        channel = None
-        for _ in range(1000):
-            channel = node.topics.get("t") and node.topics["t"].channels.get("c")
-            if channel is not None and channel.clients and channel.clients[0].ready_count:
-                break
-            yield task.deferLater(reactor, 0, lambda: None)
-        [consumer] = channel.clients
-        # 2500 x 16 KB: far more than loopback socket buffers hold
-        node.get_topic("t").put(new_batch(node, [bytes([i % 251]) * 16384 for i in range(2500)]))
-        for _ in range(1000):
-            if not consumer.can_receive:
-                break
-            yield task.deferLater(reactor, 0, lambda: None)
-        self.assertFalse(consumer.can_receive)
-        self.assertLess(consumer.in_flight_count, 2500)
-
-        received = bytearray()
-        messages = 0
-        while messages < 2500:
-            try:
-                received += client.recv(1 << 20)
-            except BlockingIOError:
-                yield task.deferLater(reactor, 0, lambda: None)
-                continue
-            while len(received) >= 8:
-                # Checked before use, so that bytes out of step fail here instead of looping forever.
-                size, kind = struct.unpack_from(">lL", received)
-                self.assertIn((size, kind), {(6, 0), (4 + 26 + 16384, 2)}, "the OK to SUB, or a message")
-                if len(received) < 4 + size:
-                    break
-                if kind == 2:
-                    self.assertTrue(received[34:4 + size] == bytes([messages % 251]) * 16384,
-                                    "message %d arrives whole and in order" % messages)
-                    messages += 1
-                del received[:4 + size]
-        self.assertEqual(consumer.in_flight_count, 2500)
 
 
 class _Collecting(protocol.Protocol):
