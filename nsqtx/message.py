@@ -10,8 +10,8 @@ delivery's state lives in its channel's :class:`~nsqtx.in_flight.InFlight` table
 the batch.
 
 Go nsqd encodes a message as timestamp, attempts made so far, ID, body; that is the disk queue's
-record format (shared with Go nsqd's data directories), so messages are converted at the disk
-queue's door (:func:`to_disk`, :func:`from_disk`).
+record format (shared with Go nsqd's data directories), so the disk backend converts messages at
+its door (:func:`to_disk`, :func:`from_disk`, used by :mod:`nsqtx.backend_queue`).
 """
 from __future__ import annotations
 
