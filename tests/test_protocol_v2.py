@@ -2,10 +2,21 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
+import tempfile
 
-from tests.support import (ERROR, MESSAGE, RESPONSE, Conn, ConnCase, body, decode, disconnect_all, message_id, mpub_body,
-                           queued)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from nsqtx.guid import GUIDFactory
+from nsqtx.mpub import decode_mpub
+from nsqtx.protocol_v2 import MAGIC_V2
+from tests.support import (ERROR, MESSAGE, RESPONSE, Conn, ConnCase, body, decode, disconnect_all, make_node, message_id,
+                           mpub_body, queued)
 
 
 class MagicTests(ConnCase):
@@ -840,3 +851,473 @@ class DeferFanOutTests(ConnCase):
         conn.command(b"DPUB t 1000", b"later")
         self.assertOK(conn)
         self.assertEqual([(c.depth(), len(c.deferred)) for c in channels], [(0, 1)] * 3)
+
+
+# -- properties of the framing parser (hypothesis)
+#
+# Two fresh nodes per example, each on its own fake clock and with a GUID factory on a fixed clock,
+# so that two runs of the same commands give byte-identical message IDs and timestamps.
+
+#: the GUID factories' clock: any fixed time (ns) gives every run the same IDs
+_GUID_NS = 1_700_000_000 * 10 ** 9
+#: no check against the wall clock: a loaded machine (or PyPy's slower start) is no failure
+SLOW_IS_FINE = [HealthCheck.too_slow]
+PROP_MAX_MSG_SIZE = 2048
+PROP_MAX_BODY_SIZE = 8192
+NON_FATAL_CODES = {b"E_FIN_FAILED", b"E_REQ_FAILED", b"E_TOUCH_FAILED"}
+FATAL_CODES = {
+    b"E_INVALID", b"E_BAD_PROTOCOL", b"E_BAD_TOPIC", b"E_BAD_CHANNEL", b"E_BAD_BODY", b"E_BAD_MESSAGE",
+    b"E_PUB_FAILED", b"E_MPUB_FAILED", b"E_DPUB_FAILED", b"E_SUB_FAILED", b"E_AUTH_DISABLED",
+}
+
+
+def strict_frames(data: bytes) -> list:
+    """Every frame in `data`, as (type, data) pairs, failing on anything that is not a whole,
+    well-formed frame (size at least 4, a known type, a message at least its header long)."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        assert len(data) - pos >= 8, "a partial frame header at the end: %r" % (data[pos:],)
+        size, kind = struct.unpack_from(">lL", data, pos)
+        assert size >= 4 and kind in (RESPONSE, ERROR, MESSAGE), "bad frame header %r" % (data[pos:pos + 8],)
+        assert kind != MESSAGE or size >= 4 + 26, "message frame too short: %r" % (data[pos:pos + 4 + size],)
+        assert pos + 4 + size <= len(data), "a partial frame at the end: %r" % (data[pos:],)
+        out.append((kind, data[pos + 8:pos + 4 + size]))
+        pos += 4 + size
+    return out
+
+
+def sized(data: bytes) -> bytes:
+    return struct.pack(">l", len(data)) + data
+
+
+def split_at(data: bytes, cuts) -> list:
+    """`data` cut at the given offsets (sorted, unique, within 1..len-1)."""
+    bounds = [0] + list(cuts) + [len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@st.composite
+def chunkings(draw, data: bytes, marks=()):
+    """`data` in pieces, as hypothesis cuts it: byte by byte (if short), or anywhere, and also
+    just around `marks` (where sizes, bodies and lines start and end), so that a long body is cut
+    inside its size or next to its end as often as elsewhere; shrinks towards one piece."""
+    if len(data) < 2:
+        return [data]
+    if len(data) <= 400 and draw(st.booleans()):
+        return [data[i:i + 1] for i in range(len(data))]
+    cuts = set(draw(st.lists(st.integers(1, len(data) - 1), max_size=40)))
+    if marks:
+        near = draw(st.lists(st.tuples(st.sampled_from(sorted(marks)), st.integers(-2, 5)), max_size=12))
+        cuts.update(mark + delta for mark, delta in near if 0 < mark + delta < len(data))
+    return split_at(data, sorted(cuts))
+
+
+#: pieces of bodies: anything, and what looks like the protocol (line endings, commands, sizes, magic)
+BODY_PIECES = st.one_of(
+    st.binary(max_size=24),
+    st.sampled_from([b"\n", b"\r\n", b"\r", b" ", b"  V2", b"PUB t\n", b"NOP\n", b"FIN 0123456789abcdef\n",
+                     b"RDY 1\r\n", b"CLS\n", b"\x00\x00\x00\x05", b"\xff\xff\xff\xff", b"MPUB t\n\x00\x00\x00\x01"]),
+)
+BODIES = st.lists(BODY_PIECES, min_size=1, max_size=5).map(b"".join).map(lambda b: b or b"\n")
+#: mostly the topic the session subscribes to
+TOPICS = st.sampled_from([b"t", b"t", b"u", b"t#ephemeral"])
+#: IDs that are never in flight: 16 bytes without a newline, not ending in CR (a line's last CR
+#: belongs to its ending, in nsqd as here), and without a space: on the FIN fast path
+#: (ProtocolV2._finish_fins) "FIN <16 bytes with a space>\n" gets a non-fatal E_FIN_FAILED, while the
+#: same line ending in CRLF (the generic FIN) gets nsqd's answer, E_INVALID invalid message ID and a
+#: close (it splits the line at the space).
+FOREIGN_IDS = st.binary(min_size=16, max_size=16).filter(
+    lambda b: b"\n" not in b and b" " not in b and not b.endswith(b"\r"))
+IDENTIFY_BODIES = st.fixed_dictionaries({}, optional={
+    "client_id": st.text(max_size=8), "hostname": st.text(max_size=8), "user_agent": st.text(max_size=8),
+    "feature_negotiation": st.booleans(),
+    "heartbeat_interval": st.sampled_from([1000, 5000, 30000]),
+    "msg_timeout": st.sampled_from([1000, 60000]),
+    "output_buffer_size": st.sampled_from([-1, 64, 100, 16384]),
+    "output_buffer_timeout": st.sampled_from([-1, 25, 100, 1000]),
+}).flatmap(lambda fields: st.sampled_from([json.dumps(fields).encode(), json.dumps(fields, indent=1).encode()]))
+#: lines after which nothing more is read, in any state
+FATAL_LINES = st.sampled_from([
+    b"BOGUS\n", b"\n", b"PUB bad!\n", b"PUB t\n" + sized(b""), b"SUB t\n", b"AUTH\n" + sized(b"secret"),
+    b"IDENTIFY\n" + sized(b"not json"), b"MPUB t\n" + sized(b"\x00\x00\x00\x00"),
+    b"DPUB t 3600001\n", b"X" * (16 * 1024),
+])
+
+
+@st.composite
+def sessions(draw):
+    """One connection's commands as (line, line ending, body or None), in an order nsqd accepts
+    them; then maybe a command after which nsqd closes, and bytes it must never read.
+
+    RDY never goes down, and CLS and the closing command come only while RDY is still 0: where a
+    chunk ends decides when the channel is pumped after a RDY, and so how many messages go out
+    before a lower RDY, a CLS or a close (in nsqd, its message pump's timing). Everything else may
+    come in any order."""
+    state, rdy = "init", 0
+    commands = []
+    for _ in range(draw(st.integers(0, 14))):
+        kinds = ["PUB", "MPUB", "DPUB", "NOP"]
+        if state == "init":
+            kinds += ["SUB", "IDENTIFY", "SUB"]
+        else:
+            kinds += ["RDY", "RDY", "FIN", "REQ", "TOUCH"] + (["CLS"] if state == "subscribed" and rdy == 0 else [])
+        kind = draw(st.sampled_from(kinds))
+        ending = draw(st.sampled_from([b"\n", b"\r\n"]))
+        payload = None
+        if kind == "PUB":
+            line, payload = b"PUB " + draw(TOPICS), draw(BODIES)
+        elif kind == "DPUB":
+            line = b"DPUB %s %d" % (draw(TOPICS), draw(st.sampled_from([0, 1, 150, 600, 5000])))
+            payload = draw(BODIES)
+        elif kind == "MPUB":
+            line = b"MPUB " + draw(TOPICS)
+            payload = mpub_body(draw(st.lists(BODIES, min_size=1, max_size=4)))
+        elif kind == "NOP":
+            line = b"NOP"
+        elif kind == "IDENTIFY":
+            line, payload = b"IDENTIFY", draw(IDENTIFY_BODIES)
+        elif kind == "SUB":
+            line, state = b"SUB t " + draw(st.sampled_from([b"c", b"c#ephemeral"])), "subscribed"
+        elif kind == "RDY":
+            count = draw(st.integers(rdy, rdy + 3))
+            line = b"RDY" if count == 1 and draw(st.booleans()) else b"RDY %d" % count
+            rdy = count if state == "subscribed" else rdy
+        elif kind == "REQ":
+            line = b"REQ %s %d" % (draw(FOREIGN_IDS), draw(st.sampled_from([0, 10, 99999999])))
+        elif kind in ("FIN", "TOUCH"):
+            line = kind.encode() + b" " + draw(FOREIGN_IDS)
+        else:
+            line, state = b"CLS", "closing"
+        commands.append((line, ending, payload))
+    tail = draw(st.none() | st.tuples(FATAL_LINES, st.binary(max_size=40))) if rdy == 0 else None
+    return commands, tail
+
+
+def session_bytes(commands, tail, endings=True, marks=None) -> bytes:
+    """The stream after the magic; without `endings`, every line ends in a bare newline. Where
+    each line and size starts and ends, and where each body starts, is added to `marks`, if
+    given."""
+    parts = []
+    pos = 0
+    for line, ending, payload in commands:
+        parts.append(line + (ending if endings else b"\n"))
+        if payload is not None:
+            parts.append(sized(payload))
+        for part in parts[-2 if payload is not None else -1:]:
+            if marks is not None:
+                marks.extend((pos, pos + len(part) - 1))
+            pos += len(part)
+        if marks is not None and payload is not None:
+            marks.append(pos - len(payload))
+    if tail is not None:
+        parts.extend(tail)
+    return b"".join(parts)
+
+
+def expected_answers(commands) -> list:
+    """What nsqd answers a session's commands, in order (a feature-negotiating IDENTIFY's JSON
+    shown as its first byte)."""
+    failed = {b"FIN": b"E_FIN_FAILED", b"REQ": b"E_REQ_FAILED", b"TOUCH": b"E_TOUCH_FAILED"}
+    out = []
+    for line, _, payload in commands:
+        params = line.split(b" ")
+        if params[0] in (b"PUB", b"DPUB", b"MPUB", b"SUB"):
+            out.append((RESPONSE, b"OK"))
+        elif params[0] == b"IDENTIFY":
+            out.append((RESPONSE, b"{" if json.loads(payload).get("feature_negotiation") else b"OK"))
+        elif params[0] == b"CLS":
+            out.append((RESPONSE, b"CLOSE_WAIT"))
+        elif params[0] in failed:
+            out.append((ERROR, b"%s %s %s failed ID not in flight" % (failed[params[0]], params[0], params[1])))
+    return out
+
+
+class ParserPropertyBase(TestCase):
+    def setUp(self):
+        self.tracebacks = []
+
+        def observe(event):
+            if "log_failure" in event:
+                self.tracebacks.append(event["log_failure"].getTraceback())
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        root = tempfile.mkdtemp(prefix="nsqtx-props-")
+        self.addCleanup(shutil.rmtree, root, True)
+        self._root = root
+        self._nodes = 0
+
+    def fresh_node(self):
+        """A node on its own fake clock (and data path), its GUIDs on a fixed clock."""
+        self._nodes += 1
+        path = os.path.join(self._root, str(self._nodes))
+        os.mkdir(path)
+        node, clock = make_node(self, data_path=path, max_msg_size=PROP_MAX_MSG_SIZE,
+                                max_body_size=PROP_MAX_BODY_SIZE)
+        node.guid = GUIDFactory(node.options.node_id, clock=lambda: _GUID_NS)
+        return node, clock
+
+    def assertNoTracebacks(self):
+        tracebacks, self.tracebacks[:] = list(self.tracebacks), []
+        self.assertEqual(tracebacks, [], "the server logged tracebacks:\n" + "\n".join(tracebacks))
+
+    def settle(self, node, clock):
+        """The same timers fired in every run, once its input is all in: drains, flush timeouts,
+        deferred messages coming due, 1.2 s of heartbeats and in-flight timeouts."""
+        clock.advance(0)
+        for _ in range(12):
+            clock.advance(0.1)
+            node.scan_queues()
+
+    def state(self, node, conns) -> tuple:
+        """What the node holds (messages queued, deferred, in flight, per topic and channel) and
+        what each connection negotiated and counted."""
+        topics = []
+        for name, topic in sorted(node.topics.items()):
+            channels = [(cname, list(ch.queue.memory), list(ch.deferred), len(ch.in_flight), ch.message_count,
+                         ch.requeue_count, ch.timeout_count, ch.dropped_count)
+                        for cname, ch in sorted(topic.channels.items())]
+            topics.append((name, topic.message_count, topic.message_bytes, topic.dropped_count, list(topic.queue.memory),
+                           list(topic.held_deferred), channels))
+        clients = [(p.state, p.ready_count, p.in_flight_count, p.message_count, p.finish_count, p.requeue_count,
+                    p.timeout_count, sorted(p.pub_counts.items()), p.client_id, p.hostname, p.user_agent,
+                    p.heartbeat_interval, p.output_buffer_size, p.output_buffer_timeout, p.msg_timeout, p.closed)
+                   for p in (conn.client for conn in conns)]
+        return topics, clients
+
+
+class ChunkingPropertyTests(ParserPropertyBase):
+    def run_session(self, chunks, observe: bool):
+        """Feed `chunks` (magic included) to a fresh node's connection, with another connection
+        subscribed to topic t (channel obs) if `observe`; returns everything there is to compare."""
+        node, clock = self.fresh_node()
+        observer = None
+        if observe:
+            observer = Conn(node, 5000).magic()
+            observer.subscribe(channel=b"obs", rdy=1000)
+        conn = Conn(node, 4000)
+        for chunk in chunks:
+            conn.send(chunk)
+        self.settle(node, clock)
+        self.assertNoTracebacks()
+        frames = strict_frames(conn.transport.value())
+        observed = strict_frames(observer.transport.value()) if observer else None
+        conns = [conn] + ([observer] if observer else [])
+        return {
+            # a message may go out before or after answers to commands in the same chunk (the pump
+            # runs at a chunk's end; a publish ending a chunk is answered before its messages are
+            # queued): each kind keeps its order, the two are compared apart
+            "answers": [f for f in frames if f[0] != MESSAGE],
+            "messages": [f for f in frames if f[0] == MESSAGE],
+            "closed": conn.closed,
+            "observer": observed,
+            "state": self.state(node, conns),
+        }
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=SLOW_IS_FINE)
+    @given(session=sessions(), observe=st.booleans(), data=st.data())
+    def test_any_chunking_and_line_endings_parse_to_the_same_commands(self, session, observe, data):
+        """A stream fed whole with bare newlines, and the same commands with "\\n" or "\\r\\n" as
+        drawn, in pieces cut anywhere: the same answers and messages in the same order, and the
+        same messages queued, deferred and in flight."""
+        commands, tail = session
+        whole = MAGIC_V2 + session_bytes(commands, tail, endings=False)
+        marks = []
+        stream = MAGIC_V2 + session_bytes(commands, tail, marks=marks)
+        chunks = data.draw(chunkings(stream, [len(MAGIC_V2) + mark for mark in marks]), label="chunks")
+        reference = self.run_session([whole], observe)
+        chunked = self.run_session(chunks, observe)
+        self.assertEqual(chunked, reference)
+
+        # and the comparison means something: every command was read and answered as nsqd does,
+        # the closing one last, and every message published
+        answers = [(kind, text[:1] if text[:1] == b"{" else text)
+                   for kind, text in reference["answers"] if text != b"_heartbeat_"]
+        self.assertEqual(reference["closed"], tail is not None, answers)
+        if tail is not None:
+            kind, text = answers.pop()
+            self.assertEqual((kind, text.split(b" ")[0] in FATAL_CODES), (ERROR, True), text)
+        self.assertEqual(answers, expected_answers(commands))
+        published = 0
+        for line, _, payload in commands:
+            name = line.split(b" ")[0]
+            if name in (b"PUB", b"DPUB"):
+                published += 1
+            elif name == b"MPUB":
+                published += len(decode_mpub(payload, PROP_MAX_MSG_SIZE, PROP_MAX_BODY_SIZE))
+        pub_counts = reference["state"][1][0][7]  # the session connection's, as (topic, count)
+        self.assertEqual(sum(count for _, count in pub_counts), published)
+
+
+#: command-like garbage: the protocol's words with parameters right and wrong (names, numbers, IDs,
+#: any bytes, any UTF-8), publishes with bodies whose sizes are right or wrong, and loose bytes
+WORDS = st.sampled_from([b"PUB", b"SUB", b"RDY", b"MPUB", b"DPUB", b"FIN", b"REQ", b"TOUCH", b"CLS", b"NOP",
+                         b"AUTH", b"IDENTIFY", b"pub", b"", b"FIN0123456789abcdef"])
+BODY_WORDS = st.sampled_from([b"PUB", b"MPUB", b"DPUB", b"IDENTIFY", b"AUTH"])
+PARAMS = st.one_of(
+    st.sampled_from([b"t", b"c", b"t#ephemeral", b"bad!", b"", b"0", b"1", b"-1", b"2500", b"2501", b"3600001",
+                     b"99999999999999999999", b"0123456789abcdef", b"0123456789abcde", b"a" * 65]),
+    st.binary(max_size=6),
+    st.text(max_size=4).map(lambda t: t.encode("utf-8")))
+ENDINGS = st.sampled_from([b"\n", b"\r\n", b"\n", b"", b"\r"])
+LINES = st.tuples(WORDS, st.lists(PARAMS, max_size=3), ENDINGS).map(lambda t: b" ".join([t[0]] + t[1]) + t[2])
+SIZED = st.one_of(
+    st.binary(max_size=40).map(sized),
+    IDENTIFY_BODIES.map(sized),
+    st.sampled_from([b"{}", b"[]", b"null", b'{"heartbeat_interval": -1}', b'{"msg_timeout": 1}', b"{"]).map(sized),
+    st.lists(st.binary(max_size=8), max_size=3).map(mpub_body).map(sized),
+    st.integers(-2 ** 31, 2 ** 31 - 1).map(lambda n: struct.pack(">l", n)),
+    st.integers(0, 40).map(lambda n: struct.pack(">l", n)))
+WITH_BODIES = st.tuples(BODY_WORDS, st.lists(PARAMS, max_size=2), ENDINGS, SIZED).map(
+    lambda t: b" ".join([t[0]] + t[1]) + t[2] + t[3])
+SOUP = st.lists(st.one_of(LINES, WITH_BODIES, SIZED, st.binary(max_size=8)), min_size=1, max_size=10).map(b"".join)
+
+
+@st.composite
+def mutated_sessions(draw):
+    """A session (see sessions) with one word of a line replaced or added (any bytes or UTF-8 as
+    well as the protocol's names and numbers), and with a few bytes overwritten, cut out or put in."""
+    commands, tail = draw(sessions())
+    if commands and draw(st.booleans()):
+        i = draw(st.integers(0, len(commands) - 1))
+        line, ending, payload = commands[i]
+        words = line.split(b" ")
+        at = draw(st.integers(0, len(words)))
+        words[at:at + 1] = [draw(PARAMS)]
+        commands = commands[:i] + [(b" ".join(words), ending, payload)] + commands[i + 1:]
+    data = bytearray(session_bytes(commands, tail))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["overwrite", "cut", "insert"]))
+        if action == "insert" or at == len(data):
+            data[at:at] = draw(st.binary(min_size=1, max_size=6) | st.sampled_from([b"\n", b" ", b"\xff\xff\xff\xff"]))
+        elif action == "cut":
+            del data[at:at + draw(st.integers(1, 6))]
+        else:
+            data[at] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+GARBAGE = st.one_of(st.binary(max_size=300), SOUP, SOUP, mutated_sessions())
+
+
+class ArbitraryBytesPropertyTests(ParserPropertyBase):
+    def check_outcome(self, conn, more=b"junk after\n"):
+        """Only whole frames of known kinds; open with no fatal error, or closed right after one
+        (nothing written after it, nothing more read); returns the frames."""
+        frames = strict_frames(conn.transport.value())
+        errors = [text.split(b" ")[0] for kind, text in frames if kind == ERROR]
+        self.assertTrue(set(errors) <= NON_FATAL_CODES | FATAL_CODES, frames)
+        if conn.closed:
+            self.assertTrue(frames, "closed without an error frame")
+            kind, text = frames[-1]
+            self.assertEqual(kind, ERROR, frames)
+            self.assertIn(text.split(b" ")[0], FATAL_CODES, frames)
+            errors = errors[:-1]
+            conn.transport.clear()
+            conn.send(more)
+            self.assertEqual(conn.transport.value(), b"")
+        self.assertTrue(set(errors) <= NON_FATAL_CODES, frames)
+        return frames
+
+    def check_node_serves(self, node):
+        other = Conn(node, 4999).magic()
+        other.command(b"PUB probe", b"probe")
+        self.assertEqual(strict_frames(other.transport.value()), [(RESPONSE, b"OK")])
+        self.assertFalse(other.closed)
+
+    def feed(self, chunks):
+        node, clock = self.fresh_node()
+        conn = Conn(node, 4000)
+        for chunk in chunks:
+            conn.send(chunk)
+        self.assertNoTracebacks()
+        return node, conn
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=SLOW_IS_FINE)
+    @given(garbage=GARBAGE, data=st.data())
+    def test_arbitrary_bytes_after_the_magic_end_in_an_error_frame_or_a_close(self, garbage, data):
+        """Any bytes after the magic (random, command-like, or a session slightly broken), in any
+        pieces: nothing raised, no traceback logged, only whole frames; the connection open with
+        no fatal error, or closed right after one; another connection served as before. And where
+        the pieces end changes no answer (messages aside: see sessions), nor whether it closed."""
+        stream = MAGIC_V2 + garbage
+        chunks = data.draw(chunkings(stream), label="chunks")
+        node, conn = self.feed(chunks)
+        frames = self.check_outcome(conn)
+        self.assertNoTracebacks()
+        self.check_node_serves(node)
+        if len(chunks) > 1:
+            _, whole = self.feed([stream])
+            self.assertEqual(([f for f in frames if f[0] != MESSAGE], conn.closed),
+                             ([f for f in strict_frames(whole.transport.value()) if f[0] != MESSAGE], whole.closed))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=SLOW_IS_FINE)
+    @given(garbage=GARBAGE, data=st.data())
+    def test_arbitrary_bytes_without_the_magic_are_refused(self, garbage, data):
+        """Four bytes that are not the magic: E_BAD_PROTOCOL and a close, whatever follows; fewer:
+        nothing yet. Nothing raised or logged, and another connection served."""
+        chunks = data.draw(chunkings(garbage), label="chunks")
+        node, conn = self.feed(chunks)
+        frames = self.check_outcome(conn)
+        if len(garbage) >= 4 and garbage[:4] != MAGIC_V2:
+            self.assertEqual((frames, conn.closed), ([(ERROR, b"E_BAD_PROTOCOL")], True))
+        elif len(garbage) < 4:
+            self.assertEqual((frames, conn.closed), ([], False))
+        self.assertNoTracebacks()
+        self.check_node_serves(node)
+
+
+@st.composite
+def publishes(draw):
+    """The magic, a publish whose body is anything up to the limit (the limit itself included),
+    and maybe a second command right behind it; with where its parts start, the bodies
+    published, in the order a channel then holds them (a DPUB's comes due after the PUB behind
+    it), and the number of OKs due."""
+    kind = draw(st.sampled_from([b"PUB", b"DPUB", b"MPUB"]))
+    limit = PROP_MAX_MSG_SIZE
+    one = st.one_of(st.binary(min_size=1, max_size=300), st.binary(min_size=limit, max_size=limit),
+                    st.integers(1, limit).map(lambda n: bytes(range(256)) * (n // 256) + bytes(range(n % 256))))
+    if kind == b"MPUB":
+        bodies = draw(st.lists(one, min_size=1, max_size=3))
+        line, payload = b"MPUB t", mpub_body(bodies)
+    else:
+        bodies = [draw(one)]
+        line, payload = (b"PUB t" if kind == b"PUB" else b"DPUB t 100"), bodies[0]
+    after = draw(st.sampled_from([b"", b"NOP\n", b"PUB t\n" + sized(b"next")]))
+    # where the size, the body (MPUB: each inner size and body) and what follows start
+    size_at = len(MAGIC_V2) + len(line) + 1
+    marks = [size_at, size_at + 4, size_at + 4 + len(payload)]
+    if kind == b"MPUB":
+        pos = size_at + 8
+        for one_body in bodies:
+            marks.extend((pos, pos + 4))
+            pos += 4 + len(one_body)
+    oks = 1
+    if after.startswith(b"PUB"):
+        bodies = [b"next"] + bodies if kind == b"DPUB" else bodies + [b"next"]
+        oks = 2
+    return MAGIC_V2 + line + b"\n" + sized(payload) + after, marks, bodies, oks
+
+
+class BodyChunkingPropertyTests(ParserPropertyBase):
+    @settings(max_examples=50, deadline=None, suppress_health_check=SLOW_IS_FINE)
+    @given(publish=publishes(), data=st.data())
+    def test_a_declared_body_in_any_chunking_is_read_as_whole(self, publish, data):
+        """PUB, DPUB and MPUB bodies up to the limit, cut anywhere (inside the size too): each
+        answered OK once, and the channel holds the same messages as when the stream came whole."""
+        stream, marks, bodies, oks = publish
+        runs = []
+        for chunks in ([stream], data.draw(chunkings(stream, marks), label="chunks")):
+            node, clock = self.fresh_node()
+            channel = node.get_topic("t").get_channel("c")
+            conn = Conn(node, 4000)
+            for chunk in chunks:
+                conn.send(chunk)
+            self.settle(node, clock)
+            self.assertNoTracebacks()
+            self.assertEqual((strict_frames(conn.transport.value()), conn.closed), ([(RESPONSE, b"OK")] * oks, False))
+            self.assertEqual([body(message) for message in queued(channel.queue.memory)], bodies)
+            runs.append(list(channel.queue.memory))
+        self.assertEqual(runs[0], runs[1])
