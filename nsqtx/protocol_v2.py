@@ -193,6 +193,8 @@ class ProtocolV2(LineReceiver):
                 finish(client, buf, pos + 4)
                 done += 1
             except QueueError as err:
+                if b" " in buf[pos + 4:pos + 20]:
+                    break  # not one ID but several parameters: FIN below refuses the line as nsqd does
                 self._fail(ClientError("E_FIN_FAILED", "FIN %s failed %s" % (text(buf[pos + 4:pos + 20]), err)))
             pos += 21
         if done:

@@ -634,6 +634,13 @@ class ConsumeTests(ConnCase):
             self.assertEqual(second, b"second")
             conn.send(prefix + b"FIN " + msg_id + ending)
 
+    def test_a_fin_whose_id_has_a_space_is_refused_as_nsqd_does_whatever_its_line_ending(self):
+        """nsqd splits the line first: "FIN <15 bytes> <1 byte>" has a 15-byte ID, a fatal error."""
+        for ending in (b"\n", b"\r\n"):
+            conn = self.consumer(rdy=1, port=5000 + len(ending))
+            conn.send(b"FIN " + b"0" * 15 + b" " + ending)
+            self.assertError(conn, b"E_INVALID invalid message ID")
+
     def test_fin_lines_ending_in_crlf_follow_the_same_rules(self):
         conn = self.consumer(rdy=1)
         self.publish(b"x")
@@ -923,10 +930,8 @@ BODIES = st.lists(BODY_PIECES, min_size=1, max_size=5).map(b"".join).map(lambda 
 #: mostly the topic the session subscribes to
 TOPICS = st.sampled_from([b"t", b"t", b"u", b"t#ephemeral"])
 #: IDs that are never in flight: 16 bytes without a newline, not ending in CR (a line's last CR
-#: belongs to its ending, in nsqd as here), and without a space: on the FIN fast path
-#: (ProtocolV2._finish_fins) "FIN <16 bytes with a space>\n" gets a non-fatal E_FIN_FAILED, while the
-#: same line ending in CRLF (the generic FIN) gets nsqd's answer, E_INVALID invalid message ID and a
-#: close (it splits the line at the space).
+#: belongs to its ending, in nsqd as here), and without a space (16 bytes with one are several
+#: parameters, a fatal error: among FATAL_LINES)
 FOREIGN_IDS = st.binary(min_size=16, max_size=16).filter(
     lambda b: b"\n" not in b and b" " not in b and not b.endswith(b"\r"))
 IDENTIFY_BODIES = st.fixed_dictionaries({}, optional={
@@ -941,7 +946,7 @@ IDENTIFY_BODIES = st.fixed_dictionaries({}, optional={
 FATAL_LINES = st.sampled_from([
     b"BOGUS\n", b"\n", b"PUB bad!\n", b"PUB t\n" + sized(b""), b"SUB t\n", b"AUTH\n" + sized(b"secret"),
     b"IDENTIFY\n" + sized(b"not json"), b"MPUB t\n" + sized(b"\x00\x00\x00\x00"),
-    b"DPUB t 3600001\n", b"X" * (16 * 1024),
+    b"DPUB t 3600001\n", b"X" * (16 * 1024), b"FIN " + b"0" * 15 + b" \n", b"TOUCH 0123456 89abcdef\r\n",
 ])
 
 
