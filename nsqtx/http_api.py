@@ -6,6 +6,7 @@ the limits nsqd does) and are served by :mod:`nsqtx.http_site`.
 """
 from __future__ import annotations
 
+import json
 import socket
 
 from klein import Klein
@@ -17,7 +18,7 @@ from nsqtx.http_params import BOOL_PARAMS, Params, content_length, int64, read_b
 from nsqtx.http_responses import HTTPError, logged, plain_text, respond_v1, v1
 from nsqtx.log import set_log_level
 from nsqtx.message import new_batch
-from nsqtx.options import LOG_LEVELS
+from nsqtx.options import LOG_LEVELS, parse_address
 from nsqtx.mpub import decode_mpub
 from nsqtx.version import NSQD_VERSION
 
@@ -31,7 +32,7 @@ _DURATION_OPTIONS = frozenset([
 #: our options that Go has no config name for (no flag tag), or names differently ("id")
 _UNNAMED_OPTIONS = frozenset(["node_id", "queue_scan_interval", "client_timeout"])
 #: Go names our Options lack, with the value that describes what this node does
-_IMPLIED_OPTIONS = {"nsqlookupd_tcp_addresses": [], "topology_zone": "", "topology_region": ""}
+_IMPLIED_OPTIONS = {"topology_zone": "", "topology_region": ""}
 #: lg.LogLevel is an int in Go and /config/log_level answers it as a JSON number
 _LOG_LEVEL_NUMBERS = {name: number for number, name in enumerate(LOG_LEVELS, 1)}
 
@@ -276,24 +277,24 @@ class HTTPAPI:
     @v1
     @logged
     def config(self, request, opt):
-        """An option's value by Go's config name; PUT sets log_level first (a body such as "debug").
-
-        PUT nsqlookupd_tcp_addresses, nsqd's other settable option, is refused with INVALID_OPTION:
-        nsqtx has no lookupd peers yet for it to reconfigure.
-        """
+        """An option's value by Go's config name; PUT sets log_level (a body such as "debug") or
+        nsqlookupd_tcp_addresses (a JSON list) first, as nsqd allows."""
         options = self.node.options
         if request.method == b"PUT":
             limit = options.max_msg_size
             body = read_body(request, limit)
             if not body or len(body) > limit:
                 raise HTTPError(413, "INVALID_VALUE")
-            if opt != "log_level":
+            if opt == "log_level":
+                level = body.decode("utf-8", "replace").lower()
+                if level not in _LOG_LEVEL_NUMBERS:
+                    raise HTTPError(400, "INVALID_VALUE")
+                options.log_level = level
+                set_log_level(level)
+            elif opt == "nsqlookupd_tcp_addresses":
+                self.node.set_lookupd_addresses(_addresses(body))
+            else:
                 raise HTTPError(400, "INVALID_OPTION")
-            level = body.decode("utf-8", "replace").lower()
-            if level not in _LOG_LEVEL_NUMBERS:
-                raise HTTPError(400, "INVALID_VALUE")
-            options.log_level = level
-            set_log_level(level)
         return self._option(opt)
 
     def _option(self, name: str):
@@ -302,6 +303,8 @@ class HTTPAPI:
             return options.node_id
         if name == "log_level":
             return _LOG_LEVEL_NUMBERS[options.log_level]
+        if name in ("broadcast_tcp_port", "broadcast_http_port"):
+            return getattr(self.node, name)
         if name in _UNNAMED_OPTIONS or name.startswith("_"):
             raise HTTPError(400, "INVALID_OPTION")
         value = getattr(options, name, _IMPLIED_OPTIONS.get(name))
@@ -310,6 +313,19 @@ class HTTPAPI:
         if name in _DURATION_OPTIONS:
             return _nanoseconds(value)
         return value
+
+
+def _addresses(body: bytes) -> list:
+    """A JSON list of "host:port" strings (400 INVALID_VALUE otherwise)."""
+    try:
+        addresses = json.loads(body)
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise ValueError(addresses)
+        for address in addresses:
+            parse_address(address)
+    except ValueError:
+        raise HTTPError(400, "INVALID_VALUE")
+    return addresses
 
 
 def _nanoseconds(seconds: float) -> int:

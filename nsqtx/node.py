@@ -7,15 +7,15 @@
     ...
     yield node.stopService()     # closes listeners and clients, and writes what is queued to disk
 
-Its children are the queue scanner and the TCP and HTTP listeners (lookupd peers and statsd come
-next). Disk work that may block runs through one :class:`~nsqtx.disk_worker.IDiskWorker`.
+Its children are the queue scanner, the TCP and HTTP listeners, and a peer for each nsqlookupd it
+registers with (:mod:`nsqtx.lookup_peer`). Disk work that may block runs through one
+:class:`~nsqtx.disk_worker.IDiskWorker`.
 """
 from __future__ import annotations
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
 from nsqtx import metadata
 from nsqtx.backend_queue import DiskBackend, DiskEncoder, DroppingQueue
@@ -24,10 +24,13 @@ from nsqtx.diskqueue import DiskQueue
 from nsqtx.guid import GUIDFactory
 from nsqtx.health import Health
 from nsqtx.http_site import make_site
+from nsqtx.listener import Listener, server_endpoint
 from nsqtx.log import NSQLogger, set_log_level
+from nsqtx.lookup_peer import LookupPeer
 from nsqtx.message import MIN_DISK_LENGTH
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name
-from nsqtx.options import Options, check_data_path, parse_address
+from nsqtx.notifier import Notifier
+from nsqtx.options import Options, check_data_path
 from nsqtx.protocol_v2 import V2Factory
 from nsqtx.topic import Topic
 from nsqtx.version import NSQD_VERSION, __version__
@@ -42,40 +45,6 @@ def _cancel(result, call):
     if call.active():
         call.cancel()
     return result
-
-
-def server_endpoint(reactor, address: str, flag: str):
-    """The endpoint that listens on "host:port" (IPv6 hosts in brackets)."""
-    host, port = parse_address(address, flag)
-    endpoint = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
-    return endpoint(reactor, port, interface=host)
-
-
-class Listener(Service):
-    """A listening port as a service, as Twisted's StreamServerEndpointService, keeping the port it
-    bound (for an address with port 0). A failure to listen raises from startService."""
-
-    def __init__(self, endpoint, factory):
-        self.endpoint = endpoint
-        self.factory = factory
-        self.port = None
-
-    def startService(self):
-        Service.startService(self)
-        failures = []
-        self.endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
-        if failures:
-            failures[0].raiseException()
-
-    def _listening(self, port) -> None:
-        self.port = port
-
-    def stopService(self):
-        Service.stopService(self)
-        port, self.port = self.port, None
-        if port is None:
-            return defer.succeed(None)
-        return defer.maybeDeferred(port.stopListening)
 
 
 class NSQD(MultiService):
@@ -99,6 +68,9 @@ class NSQD(MultiService):
         self.guid = GUIDFactory(self.options.node_id)
         self.start_time = 0.0
         self.health = Health()
+        #: topic and channel creations and deletions, for metadata persistence and lookupd peers
+        self.notifier = Notifier()
+        self.notifier.listen(self._persist_change)
         self._disk_encoder = DiskEncoder()
         self._all_closed = None
         #: while metadata is being loaded, changes are not written back one by one
@@ -113,6 +85,9 @@ class NSQD(MultiService):
         self.http = Listener(server_endpoint(reactor, self.options.http_address, "--http-address"), make_site(self))
         self.http.setName("http")
         self.http.setServiceParent(self)
+        #: address -> LookupPeer, in the order given
+        self.lookup_peers = {}
+        self.set_lookupd_addresses(self.options.nsqlookupd_tcp_addresses)
 
     @property
     def tcp_port(self):
@@ -122,6 +97,28 @@ class NSQD(MultiService):
     @property
     def http_port(self):
         return self.http.port.getHost().port if self.http.port is not None else None
+
+    @property
+    def broadcast_tcp_port(self) -> int:
+        """The TCP port announced to nsqlookupd: --broadcast-tcp-port, or the one listened on."""
+        return self.options.broadcast_tcp_port or self.tcp_port or 0
+
+    @property
+    def broadcast_http_port(self) -> int:
+        return self.options.broadcast_http_port or self.http_port or 0
+
+    def set_lookupd_addresses(self, addresses) -> None:
+        """Register with exactly these nsqlookupds: new peers connect, removed ones close (nsqd's
+        --lookupd-tcp-address, and PUT /config/nsqlookupd_tcp_addresses)."""
+        self.options.nsqlookupd_tcp_addresses = list(addresses)
+        for address, peer in list(self.lookup_peers.items()):
+            if address not in addresses:
+                del self.lookup_peers[address]
+                peer.disownServiceParent()
+        for address in addresses:
+            if address not in self.lookup_peers:
+                peer = self.lookup_peers[address] = LookupPeer(self, address, self.reactor)
+                peer.setServiceParent(self)
 
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
@@ -142,6 +139,11 @@ class NSQD(MultiService):
     def metadata_changed(self) -> None:
         if not self._loading:
             self._persist_metadata()
+
+    def _persist_change(self, change) -> None:
+        """nsqd.dat lists the durable topics and channels: rewritten when one comes or goes."""
+        if not change.ephemeral:
+            self.metadata_changed()
 
     def _persist_metadata(self) -> None:
         try:
@@ -221,8 +223,7 @@ class NSQD(MultiService):
         if topic is None:
             topic = self.topics[name] = Topic(self, name)
             log.info("TOPIC({topic}): created", topic=name)
-            if not topic.ephemeral:
-                self.metadata_changed()
+            self.notifier.created(name, None, topic.ephemeral)
         return topic
 
     def get_existing_topic(self, name: str):
@@ -234,8 +235,6 @@ class NSQD(MultiService):
             return False
         log.info("TOPIC({topic}): deleting", topic=name)
         topic.delete()
-        if not topic.ephemeral:
-            self.metadata_changed()
         return True
 
     def scan_queues(self) -> None:

@@ -30,6 +30,7 @@ class Options:
         self.broadcast_address = hostname
         self.broadcast_tcp_port = 0
         self.broadcast_http_port = 0
+        self.nsqlookupd_tcp_addresses = []
         self.data_path = ""
         self.mem_queue_size = 10000
         self.max_bytes_per_file = 100 * 1024 * 1024
@@ -87,6 +88,8 @@ class Options:
             raise ValueError("--max-deflate-level must be in [1,9]")
         for name in ("tcp_address", "http_address"):
             parse_address(getattr(self, name), "--" + name.replace("_", "-"))
+        for address in self.nsqlookupd_tcp_addresses:
+            parse_address(address, "--lookupd-tcp-address")
 
 
 

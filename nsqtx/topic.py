@@ -139,8 +139,7 @@ class Topic:
         if channel is None:
             channel = self.channels[name] = Channel(self, name)
             log.info("TOPIC({topic}): new channel({channel})", topic=self.name, channel=name)
-            if not channel.ephemeral:
-                self.node.metadata_changed()
+            self.node.notifier.created(self.name, name, channel.ephemeral)
             self._schedule_drain()
         return channel
 
@@ -153,8 +152,7 @@ class Topic:
             return False
         log.info("TOPIC({topic}): deleting channel {channel}", topic=self.name, channel=name)
         channel.delete()
-        if not channel.ephemeral:
-            self.node.metadata_changed()
+        self.node.notifier.deleted(self.name, name, channel.ephemeral)
         if not self.channels and self.ephemeral and not self.exiting:
             self.node.delete_topic(self.name)
         return True
@@ -185,9 +183,15 @@ class Topic:
         return defer.gatherResults(closed)
 
     def delete(self):
-        """A Deferred that fires once the topic's and its channels' files are gone."""
+        """Deletion, told to the node's notifier after the topic's own (as nsqd does). A Deferred that
+        fires once the topic's and its channels' files are gone."""
         self._stop()
-        deleted = [channel.delete() for channel in list(self.channels.values())]
+        notifier = self.node.notifier
+        notifier.deleted(self.name, None, self.ephemeral)
+        deleted = []
+        for name, channel in list(self.channels.items()):
+            deleted.append(channel.delete())
+            notifier.deleted(self.name, name, channel.ephemeral)
         self.channels.clear()
         self.held_deferred = []
         deleted.append(self.queue.delete())

@@ -1,6 +1,6 @@
 """How `twistd nsqtx` tunes the interpreter it runs in, for a long-lived server rather than a script.
 
-Only the twistd process is tuned (:meth:`nsqtx.tap.Command.startService`): a program embedding
+Only the twistd process is tuned (:meth:`nsqtx.server_process.ServerProcess.startService`): a program embedding
 nsqtx keeps its interpreter's settings.
 """
 from __future__ import annotations

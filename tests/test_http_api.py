@@ -935,10 +935,27 @@ class ConfigTests(APITestCase):
         self.assertError(self.request("PUT", "/config/log_level", b"x" * (1024 * 1024 + 1)), 413,
                          "INVALID_VALUE")
         self.assertError(self.request("PUT", "/config/msg_timeout", b"1s"), 400, "INVALID_OPTION")
-        # no lookupd peers to reconfigure yet
-        self.assertError(self.request("PUT", "/config/nsqlookupd_tcp_addresses", b'["a:4160"]'), 400,
-                         "INVALID_OPTION")
+        for bad in (b'"127.0.0.1:4160"', b"[4160]", b'["no port"]', b"[", b"null"):
+            self.assertError(self.request("PUT", "/config/nsqlookupd_tcp_addresses", bad), 400, "INVALID_VALUE")
+        self.assertEqual(self.node.lookup_peers, {})
         self.assertEqual(self.node.options.log_level, "info")
+
+    def test_put_lookupd_addresses_changes_the_peers(self):
+        response = self.request("PUT", "/config/nsqlookupd_tcp_addresses", b'["127.0.0.1:4160", "127.0.0.2:4160"]')
+        self.assertEqual((response.code, response.json()), (200, ["127.0.0.1:4160", "127.0.0.2:4160"]))
+        first = self.node.lookup_peers["127.0.0.1:4160"]
+        self.assertTrue(first.running)
+        response = self.request("PUT", "/config/nsqlookupd_tcp_addresses", b'["127.0.0.2:4160", "127.0.0.3:4160"]')
+        self.assertEqual(response.json(), ["127.0.0.2:4160", "127.0.0.3:4160"])
+        self.assertEqual(list(self.node.lookup_peers), ["127.0.0.2:4160", "127.0.0.3:4160"])
+        self.assertFalse(first.running)
+        self.assertEqual(self.get("/config/nsqlookupd_tcp_addresses").json(), ["127.0.0.2:4160", "127.0.0.3:4160"])
+
+    def test_broadcast_ports_are_the_bound_ones_unless_given(self):
+        self.assertEqual((self.get("/config/broadcast_tcp_port").json(), self.get("/config/broadcast_http_port").json()),
+                         (4150, 4151))
+        self.node.options.broadcast_tcp_port = 5150
+        self.assertEqual(self.get("/config/broadcast_tcp_port").json(), 5150)
         self.assertFalse(nsqlog.debug_enabled())
 
 

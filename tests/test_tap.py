@@ -16,6 +16,7 @@ import urllib.request
 import zlib
 
 from twisted.application.service import IService, IServiceCollection, IServiceMaker, loadApplication
+from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
@@ -23,6 +24,7 @@ import nsqtx
 from nsqtx import tap, tuning
 from nsqtx.log import debug_enabled, set_log_level
 from nsqtx.node import NSQD
+from nsqtx.server_process import ExitZeroOnSignals, ServerProcess
 from nsqtx.version import NSQD_VERSION, __version__
 from tests.support import FakeJIT, replace_module
 
@@ -37,6 +39,7 @@ GO_DEFAULTS = {
     "broadcast_address": HOSTNAME,
     "broadcast_tcp_port": 0,
     "broadcast_http_port": 0,
+    "nsqlookupd_tcp_addresses": [],
     "data_path": "",
     "mem_queue_size": 10000,
     "max_bytes_per_file": 100 * 1024 * 1024,
@@ -66,6 +69,7 @@ FLAGS = [
     ("--broadcast-address=nsq.example", "broadcast_address", "nsq.example"),
     ("--broadcast-tcp-port=6150", "broadcast_tcp_port", 6150),
     ("--broadcast-http-port=6151", "broadcast_http_port", 6151),
+    ("--lookupd-tcp-address=127.0.0.1:4160", "nsqlookupd_tcp_addresses", ["127.0.0.1:4160"]),
     ("--data-path=" + tempfile.gettempdir(), "data_path", tempfile.gettempdir()),
     ("--mem-queue-size=0", "mem_queue_size", 0),
     ("--max-bytes-per-file=4096", "max_bytes_per_file", 4096),
@@ -297,7 +301,7 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual(jit.params, [])
         if collector:
             self.assertEqual(gc.get_threshold()[0], 700)
-        tap.Command().startService()
+        ServerProcess("nsqtx", MemoryReactorClock()).startService()
         self.assertEqual(jit.params, [tuning.JIT_PARAMS])
         if collector:
             self.assertEqual(gc.get_threshold(), (tuning.GC_THRESHOLD,) + before[1:])
@@ -309,12 +313,12 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual(vars(self.assertServerTree(top).options), vars(nsqtx.Options()))
 
     def assertServerTree(self, top) -> NSQD:
-        """What `twistd nsqtx` runs, not yet started: a Command (which tunes the interpreter and
+        """What `twistd nsqtx` runs, not yet started: a ServerProcess (which tunes the interpreter and
         makes start-up errors one line) holding the node and the signal handlers; returns the node."""
-        self.assertIsInstance(top, tap.Command)
+        self.assertIsInstance(top, ServerProcess)
         node = top.getServiceNamed("nsqd")
         self.assertIsInstance(node, NSQD)
-        self.assertIsInstance(top.getServiceNamed("exit-zero-on-signals"), tap.ExitZeroOnSignals)
+        self.assertIsInstance(top.getServiceNamed("exit-zero-on-signals"), ExitZeroOnSignals)
         self.assertFalse(node.running)
         return node
 

@@ -1,4 +1,4 @@
-"""The interpreter tuning of `twistd nsqtx` (nsqtx.tuning); Command's use of it is in test_tap."""
+"""The interpreter tuning of `twistd nsqtx` (nsqtx.tuning); ServerProcess's use of it is in test_tap."""
 from __future__ import annotations
 
 import os

@@ -1,0 +1,42 @@
+"""A listening TCP port as a service of a server's tree."""
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+from nsqtx.options import parse_address
+
+
+def server_endpoint(reactor, address: str, flag: str):
+    """The endpoint that listens on "host:port" (IPv6 hosts in brackets)."""
+    host, port = parse_address(address, flag)
+    endpoint = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
+    return endpoint(reactor, port, interface=host)
+
+
+class Listener(Service):
+    """A listening port as a service, as Twisted's StreamServerEndpointService, keeping the port it
+    bound (for an address with port 0). A failure to listen raises from startService."""
+
+    def __init__(self, endpoint, factory):
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port = None
+
+    def startService(self):
+        Service.startService(self)
+        failures = []
+        self.endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        if failures:
+            failures[0].raiseException()
+
+    def _listening(self, port) -> None:
+        self.port = port
+
+    def stopService(self):
+        Service.stopService(self)
+        port, self.port = self.port, None
+        if port is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(port.stopListening)
