@@ -152,6 +152,8 @@ class LookupPeer(Service):
         self._pinger.start(PING_INTERVAL, now=False)
 
     def stopService(self):
+        if not self.running:
+            return defer.succeed(None)
         Service.stopService(self)
         log.info("LOOKUP({peer}): removing peer", peer=self)
         self.node.notifier.stop_listening(self._changed)
