@@ -65,6 +65,10 @@ class ClientV2:
         self.output_buffer_timeout = options.output_buffer_timeout
         self.msg_timeout = options.msg_timeout
         self.sample_rate = 0
+        #: negotiated in IDENTIFY
+        self.tls = False
+        self.snappy = False
+        self.deflate = False
         self.channel = None
         self.ready_count = 0
         self.in_flight_count = 0
@@ -75,6 +79,9 @@ class ClientV2:
         self.pub_counts = {}
         self.can_receive = True
         self.closed = False
+        #: while the TLS handshake runs: the TLS layer holds our writes back and pauses us meanwhile,
+        #: but the handshake needs the connection read
+        self._handshaking = False
         self._wbuf = []
         #: bytes in the output buffer since its last flush
         self._wsize = 0
@@ -109,6 +116,37 @@ class ClientV2:
         if heartbeat_interval != self.heartbeat_interval:
             self.heartbeat_interval = heartbeat_interval
             self._start_heartbeats()
+
+    def start_tls(self, context_factory) -> None:
+        """From here on the connection is TLS (the server's side of the handshake). What was written
+        before goes out in plain text first, as nsqd's IDENTIFY response does."""
+        self._handshaking = True
+        self.transport.startTLS(context_factory)
+        self.tls = True
+
+    def handshake_done(self) -> None:
+        self._handshaking = False
+
+    def tls_state(self):
+        """(cipher suite, protocol version) once the TLS handshake is done, as nsqd names the
+        version ("TLS1.2"); the cipher suite as OpenSSL names it. Empty strings without TLS."""
+        if not self.tls:
+            return "", ""
+        connection = self.transport.getHandle()
+        version = connection.get_protocol_version_name() or ""
+        return connection.get_cipher_name() or "", version.replace("TLSv", "TLS")
+
+    def peer_common_name(self) -> str:
+        """The common name of the client's certificate, if it sent one over TLS."""
+        certificate = self.transport.getPeerCertificate() if self.tls else None
+        return certificate.get_subject().CN or "" if certificate is not None else ""
+
+    def compress_with(self, codec) -> None:
+        """From here on every flush goes out compressed by `codec` (nsqtx.compression)."""
+        write = self._write
+        self._write = lambda parts: write([codec.encode(parts)])
+        self.snappy = codec.name == "snappy"
+        self.deflate = codec.name == "deflate"
 
     def subscribed(self, channel) -> None:
         self.state = STATE_SUBSCRIBED
@@ -316,7 +354,8 @@ class ClientV2:
     def pauseProducing(self):
         """Stop reading this client and stop handing it messages until its output drains."""
         self.can_receive = False
-        self.transport.pauseProducing()
+        if not self._handshaking:
+            self.transport.pauseProducing()
 
     def resumeProducing(self):
         if self.closed:

@@ -10,6 +10,7 @@ from twisted.web.server import Request, Site
 
 from nsqtx.http_api import HTTPAPI
 from nsqtx.http_responses import respond_v1
+from nsqtx.options import TLS_REQUIRED
 
 
 class BoundedRequest(Request):
@@ -43,15 +44,26 @@ class BoundedRequest(Request):
 
 
 class _Root(Resource):
-    """Sends a path that is not UTF-8 to nsqd's JSON 404 (Klein would answer it with plain text)."""
+    """Sends a path that is not UTF-8 to nsqd's JSON 404 (Klein would answer it with plain text), and
+    with --tls-required every request over plain HTTP to nsqd's 403 TLS_REQUIRED."""
 
     isLeaf = True
 
-    def __init__(self, routes):
+    def __init__(self, routes, node, tls: bool):
         Resource.__init__(self)
         self.routes = routes
+        self.node = node
+        self.refuse = not tls and node.options.tls_required == TLS_REQUIRED
 
     def render(self, request):
+        if self.refuse:
+            # nsqd's body, spacing included
+            body = b'{"message": "TLS_REQUIRED", "https_port": %d}' % (self.node.https_port or 0)
+            request.setResponseCode(403)
+            request.setHeader(b"X-NSQ-Content-Type", b"nsq; version=1.0")
+            request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            return body
         try:
             b"/".join(request.postpath).decode("utf-8")
             request.getRequestHostname().decode("utf-8")
@@ -63,8 +75,8 @@ class _Root(Resource):
 class NSQSite(Site):
     requestFactory = BoundedRequest
 
-    def __init__(self, node):
-        Site.__init__(self, _Root(HTTPAPI(node).app.resource()), reactor=node.reactor)
+    def __init__(self, node, tls: bool):
+        Site.__init__(self, _Root(HTTPAPI(node).app.resource(), node, tls), reactor=node.reactor)
         self.node = node
         self.noisy = False
 
@@ -72,6 +84,7 @@ class NSQSite(Site):
         """No access log line: the routes log requests once, as nsqd does (and /pub, /mpub not at all)."""
 
 
-def make_site(node) -> Site:
-    """The HTTP listener's factory for `node` (see :meth:`nsqtx.node.NSQD.startService`)."""
-    return NSQSite(node)
+def make_site(node, tls: bool = False) -> Site:
+    """The factory of `node`'s HTTP listener, or with `tls` its HTTPS listener's (the TLS layer
+    below it is the listener's)."""
+    return NSQSite(node, tls)

@@ -88,22 +88,35 @@ def negotiate(data: dict, current, options):
     return heartbeat_interval, output_buffer_size, output_buffer_timeout, msg_timeout
 
 
-def feature_reply(options, msg_timeout: float, output_buffer_size: int, output_buffer_timeout: float) -> bytes:
-    """The JSON nsqd answers a feature-negotiating IDENTIFY with.
+class Features:
+    """What a feature-negotiating IDENTIFY turns on: nsqd grants what the client asks for and the
+    server offers (TLS only with a certificate), deflate at the level asked for (6 if none) up to
+    --max-deflate-level, and refuses snappy and deflate together."""
 
-    TLS, snappy, deflate and sampling are not implemented yet: they are reported off, never faked, so
-    a client that asked for them carries on as with an nsqd that has them disabled."""
+    def __init__(self, data: dict, options, tls_offered: bool):
+        self.tls = tls_offered and data.get("tls_v1", False)
+        self.deflate = options.deflate and data.get("deflate", False)
+        level = data.get("deflate_level", 0) if self.deflate else 0
+        self.deflate_level = min(level if level > 0 else 6, options.max_deflate_level)
+        self.snappy = options.snappy and data.get("snappy", False)
+        if self.deflate and self.snappy:
+            raise FatalClientError("E_IDENTIFY_FAILED", "cannot enable both deflate and snappy compression")
+
+
+def feature_reply(options, features: Features, msg_timeout: float, output_buffer_size: int,
+                  output_buffer_timeout: float, sample_rate: int) -> bytes:
+    """The JSON nsqd answers a feature-negotiating IDENTIFY with."""
     return json.dumps({
         "max_rdy_count": options.max_rdy_count,
         "version": NSQD_VERSION,
         "max_msg_timeout": int(options.max_msg_timeout * 1000),
         "msg_timeout": int(msg_timeout * 1000),
-        "tls_v1": False,
-        "deflate": False,
-        "deflate_level": min(6, options.max_deflate_level),
+        "tls_v1": features.tls,
+        "deflate": features.deflate,
+        "deflate_level": features.deflate_level,
         "max_deflate_level": options.max_deflate_level,
-        "snappy": False,
-        "sample_rate": 0,
+        "snappy": features.snappy,
+        "sample_rate": sample_rate,
         "auth_required": False,
         "output_buffer_size": output_buffer_size,
         "output_buffer_timeout": int(output_buffer_timeout * 1000),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from nsqtx import metadata
 from nsqtx.backend_queue import DiskBackend, DiskEncoder, DroppingQueue
@@ -32,6 +33,7 @@ from nsqtx.names import is_valid_channel_name, is_valid_topic_name
 from nsqtx.notifier import Notifier
 from nsqtx.options import Options, check_data_path
 from nsqtx.protocol_v2 import V2Factory
+from nsqtx.tls import server_tls
 from nsqtx.topic import Topic
 from nsqtx.version import NSQD_VERSION, __version__
 
@@ -85,6 +87,14 @@ class NSQD(MultiService):
         self.http = Listener(server_endpoint(reactor, self.options.http_address, "--http-address"), make_site(self))
         self.http.setName("http")
         self.http.setServiceParent(self)
+        #: the TLS context of IDENTIFY's tls_v1 and the HTTPS listener; None without a certificate
+        self.tls = server_tls(self.options)
+        self.https = None
+        if self.options.https_address:
+            self.https = Listener(server_endpoint(reactor, self.options.https_address, "--https-address"),
+                                  TLSMemoryBIOFactory(self.tls, False, make_site(self, tls=True)))
+            self.https.setName("https")
+            self.https.setServiceParent(self)
         #: address -> LookupPeer, in the order given
         self.lookup_peers = {}
         self.set_lookupd_addresses(self.options.nsqlookupd_tcp_addresses)
@@ -97,6 +107,10 @@ class NSQD(MultiService):
     @property
     def http_port(self):
         return self.http.port.getHost().port if self.http.port is not None else None
+
+    @property
+    def https_port(self):
+        return self.https.port.getHost().port if self.https is not None and self.https.port is not None else None
 
     @property
     def broadcast_tcp_port(self) -> int:

@@ -11,6 +11,13 @@ import socket
 import zlib
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+#: --tls-client-auth-policy: no client certificate asked for, any certificate required, or one
+#: required that verifies against --tls-root-ca-file
+TLS_CLIENT_AUTH_POLICIES = ("", "require", "require-verify")
+#: --tls-min-version, as nsqd spells them
+TLS_MIN_VERSIONS = ("tls1.0", "tls1.1", "tls1.2", "tls1.3")
+#: --tls-required: not required, required except over HTTP (Go's "tcp-https"), required
+TLS_NOT_REQUIRED, TLS_REQUIRED_EXCEPT_HTTP, TLS_REQUIRED = 0, 1, 2
 
 
 def default_node_id(hostname: str) -> int:
@@ -51,6 +58,15 @@ class Options:
         self.output_buffer_timeout = 0.25
         self.max_channel_consumers = 0
         self.max_deflate_level = 6
+        self.deflate = True
+        self.snappy = True
+        self.https_address = ""
+        self.tls_cert = ""
+        self.tls_key = ""
+        self.tls_client_auth_policy = ""
+        self.tls_root_ca_file = ""
+        self.tls_required = TLS_NOT_REQUIRED
+        self.tls_min_version = "tls1.0"
         for name, value in overrides.items():
             if not hasattr(self, name):
                 raise TypeError("unknown nsqd option %r" % (name,))
@@ -90,6 +106,22 @@ class Options:
             parse_address(getattr(self, name), "--" + name.replace("_", "-"))
         for address in self.nsqlookupd_tcp_addresses:
             parse_address(address, "--lookupd-tcp-address")
+        if self.https_address:
+            parse_address(self.https_address, "--https-address")
+        if self.tls_client_auth_policy not in TLS_CLIENT_AUTH_POLICIES:
+            raise ValueError("--tls-client-auth-policy must be require or require-verify (%r)"
+                             % (self.tls_client_auth_policy,))
+        if self.tls_min_version not in TLS_MIN_VERSIONS:
+            raise ValueError("--tls-min-version must be tls1.0, tls1.1, tls1.2 or tls1.3 (%r)" % (self.tls_min_version,))
+        if self.tls_required not in (TLS_NOT_REQUIRED, TLS_REQUIRED_EXCEPT_HTTP, TLS_REQUIRED):
+            raise ValueError("--tls-required must be true, false or tcp-https")
+        if self.tls_client_auth_policy and not self.tls_required:
+            # as nsqd: asking clients for certificates requires TLS of them
+            self.tls_required = TLS_REQUIRED
+        if self.tls_required and not (self.tls_cert and self.tls_key):
+            raise ValueError("cannot require TLS client connections without TLS key and cert")
+        if self.https_address and not (self.tls_cert and self.tls_key):
+            raise ValueError("--https-address needs --tls-cert and --tls-key")
 
 
 

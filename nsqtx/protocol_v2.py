@@ -13,17 +13,21 @@ from __future__ import annotations
 import functools
 import struct
 
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
+from zope.interface import implementer
 
 from nsqtx.client_v2 import STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2
+from nsqtx.compression import CompressionError, DeflateCodec, SnappyCodec
 from nsqtx.errors import ClientError, FatalClientError, QueueError
 from nsqtx.goformat import base10, quote, text
-from nsqtx.identify import decode_identify, feature_reply, negotiate
+from nsqtx.identify import Features, decode_identify, feature_reply, negotiate
 from nsqtx.log import NSQLogger, debug_enabled
 from nsqtx.message import ID_LENGTH, new_batch
 from nsqtx.mpub import decode_mpub
 from nsqtx.names import is_valid_channel_name, is_valid_topic_name
+from nsqtx.options import TLS_NOT_REQUIRED
 
 log = NSQLogger()
 
@@ -51,6 +55,7 @@ def _size_check(command: str, limit: int, message: bool = False):
     return check
 
 
+@implementer(IHandshakeListener)
 class ProtocolV2(LineReceiver):
     delimiter = b"\n"
     #: longest command line, as nsqd's 16 KB read buffer allows (its newline included)
@@ -75,6 +80,10 @@ class ProtocolV2(LineReceiver):
         #: the last topic name this connection published to (as sent, and decoded): already valid
         self._topic_bytes = None
         self._topic_name = None
+        #: the negotiated compression (nsqtx.compression), and whether the stream just changed
+        self._codec = None
+        self._stream_switched = False
+        self._tls_required = node.options.tls_required != TLS_NOT_REQUIRED
         self._commands = {
             b"FIN": self.FIN, b"RDY": self.RDY, b"REQ": self.REQ, b"PUB": self.PUB, b"MPUB": self.MPUB,
             b"DPUB": self.DPUB, b"NOP": self.NOP, b"TOUCH": self.TOUCH, b"SUB": self.SUB, b"CLS": self.CLS,
@@ -87,6 +96,10 @@ class ProtocolV2(LineReceiver):
         self.client = ClientV2(self.node, self.transport, self.number)
         self.node.client_connected(self.client)
         log.info("TCP: new client({client})", client=self.client.remote_address)
+
+    def handshakeCompleted(self):
+        """The TLS handshake a tls_v1 IDENTIFY started is done."""
+        self.client.handshake_done()
 
     def connectionLost(self, reason=None):
         client = self.client
@@ -101,6 +114,26 @@ class ProtocolV2(LineReceiver):
         if client.closed:
             return
         client.last_read = self.clock.seconds()
+        if self._codec is None:
+            self._received(data)
+        else:
+            self._decompressed(data)
+
+    def _decompressed(self, data: bytes) -> None:
+        """A compressed stream's bytes, parsed piece by piece as they decompress; garbage closes
+        the connection, as a read error does in nsqd."""
+        try:
+            for piece in self._codec.decode(data):
+                if self.client.closed:
+                    return
+                self._received(piece)
+        except CompressionError as err:
+            log.error("PROTOCOL(V2): [{client}] failed to read command - {err}", client=self.client.remote_address,
+                      err=err)
+            self.client.close()
+
+    def _received(self, data: bytes) -> None:
+        """Plain bytes of the command stream."""
         if not self.line_mode:
             self.rawDataReceived(data)
             return
@@ -141,6 +174,8 @@ class ProtocolV2(LineReceiver):
         client = self.client
         client.reading()
         end = len(buf)
+        #: what followed IDENTIFY in this read, once the stream changed after it (TLS, compression)
+        rest = None
         try:
             while not client.closed:
                 if self.line_mode:
@@ -169,6 +204,10 @@ class ProtocolV2(LineReceiver):
                     self._run(self._reader, buf, start, pos)
                     if not self._need:
                         self.setLineMode()
+                    if self._stream_switched:
+                        rest = buf[pos:]
+                        pos = end
+                        break
             if pos < end and not client.closed:
                 if self.line_mode:
                     self._buffer = buf[pos:]
@@ -177,6 +216,19 @@ class ProtocolV2(LineReceiver):
                     self._chunks_len = end - pos
         finally:
             client.read_done()
+        if rest is not None:
+            self._stream_switched = False
+            if rest and not client.closed:
+                self._after_switch(rest)
+
+    def _after_switch(self, rest: bytes) -> None:
+        """Bytes that came with IDENTIFY, after it: a compressed stream's first, or, before a TLS
+        handshake the client was to wait for, nothing that can be read."""
+        if self.client.tls:
+            log.error("PROTOCOL(V2): [{client}] data before the TLS handshake", client=self.client.remote_address)
+            self.client.close()
+        else:
+            self._decompressed(rest)
 
     def _finish_fins(self, buf: bytes, pos: int) -> int:
         """FIN the messages named by the FIN lines that start at buf[pos:]; returns where the first
@@ -208,6 +260,9 @@ class ProtocolV2(LineReceiver):
         params = line.split(b" ")
         if debug_enabled():
             log.debug("PROTOCOL(V2): [{client}] {params}", client=self.client.remote_address, params=params)
+        if self._tls_required and not self.client.tls and params[0] != b"IDENTIFY":
+            self._fail(FatalClientError("E_INVALID", "cannot %s in current state (TLS required)" % text(params[0])))
+            return
         command = self._commands.get(params[0])
         if command is None:
             self._fail(FatalClientError("E_INVALID", "invalid command %s" % text(params[0])))
@@ -267,11 +322,32 @@ class ProtocolV2(LineReceiver):
             raise FatalClientError("E_BAD_BODY", "IDENTIFY %s" % err)
         client.identified(data.get("client_id", ""), data.get("hostname", ""), data.get("user_agent", ""), settings)
         log.info("[{client}] IDENTIFY: {data}", client=client.remote_address, data=data)
-        if data.get("feature_negotiation"):
-            client.send_response(feature_reply(options, client.msg_timeout, client.output_buffer_size,
-                                               client.output_buffer_timeout))
-        else:
+        if not data.get("feature_negotiation"):
             client.send_response(OK)
+            return
+        features = Features(data, options, self.node.tls is not None)
+        client.respond_now(feature_reply(options, features, client.msg_timeout, client.output_buffer_size,
+                                         client.output_buffer_timeout, client.sample_rate))
+        # each upgrade, then its OK through it, in nsqd's order
+        if features.tls:
+            log.info("PROTOCOL(V2): [{client}] upgrading connection to TLS", client=client.remote_address)
+            client.start_tls(self.node.tls)
+            self._stream_switched = True
+            client.respond_now(OK)
+        if features.snappy:
+            log.info("PROTOCOL(V2): [{client}] upgrading connection to snappy", client=client.remote_address)
+            self._switch_codec(SnappyCodec())
+        if features.deflate:
+            log.info("PROTOCOL(V2): [{client}] upgrading connection to deflate (level {deflate_level})",
+                     client=client.remote_address, deflate_level=features.deflate_level)
+            self._switch_codec(DeflateCodec(features.deflate_level))
+
+    def _switch_codec(self, codec) -> None:
+        """From here on both directions are compressed: what follows IDENTIFY in this read too."""
+        self._codec = codec
+        self.client.compress_with(codec)
+        self._stream_switched = True
+        self.client.respond_now(OK)
 
     def AUTH(self, params) -> None:
         if self.client.state != STATE_INIT:

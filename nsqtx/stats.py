@@ -123,9 +123,8 @@ def client_stats(client, topic_name: str = "") -> dict:
         "requeue_count": client.requeue_count,
         "connect_ts": int(client.connect_time),
         "sample_rate": client.sample_rate,
-        # neither compression nor TLS is implemented
-        "deflate": False,
-        "snappy": False,
+        "deflate": client.deflate,
+        "snappy": client.snappy,
         "user_agent": client.user_agent,
         "topology_zone": getattr(client, "topology_zone", ""),
         "topology_region": getattr(client, "topology_region", ""),
@@ -134,9 +133,10 @@ def client_stats(client, topic_name: str = "") -> dict:
                   if not topic_name or topic == topic_name]
     if pub_counts:
         stats["pub_counts"] = pub_counts
-    stats["tls"] = False
-    stats["tls_cipher_suite"] = ""
-    stats["tls_version"] = ""
+    stats["tls"] = client.tls
+    cipher, version = client.tls_state()
+    stats["tls_cipher_suite"] = cipher
+    stats["tls_version"] = version
     stats["tls_negotiated_protocol"] = ""
     stats["tls_negotiated_protocol_is_mutual"] = False
     return stats

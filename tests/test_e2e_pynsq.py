@@ -25,7 +25,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import TestCase
 
-from tests.support import start_real_node
+from tests.support import make_certificates, start_real_node
 
 #: seconds the child works before giving up on its own, and before we kill it
 CHILD_DEADLINE = 15.0
@@ -83,11 +83,27 @@ def run_pynsq(spec: dict):
     return child.ended.addCallback(ended)
 
 
-class PynsqTests(TestCase):
+class PynsqCase(TestCase):
+    """A real node, pynsq in a child process, and what to check of what it got."""
+
     timeout = 30
+    #: keyword arguments of every pynsq connection (tls_v1, tls_options, snappy, deflate, ...)
+    connection = {}
 
     def setUp(self):
-        self.node = start_real_node(self)
+        self.node = self.start_node()
+        #: every client the node had, also after it left
+        self.clients = []
+        connected = self.node.client_connected
+
+        def client_connected(client):
+            self.clients.append(client)
+            connected(client)
+
+        self.node.client_connected = client_connected
+
+    def start_node(self):
+        return start_real_node(self)
 
     def all_clients_gone(self):
         """Fires once the server has dropped every connection, so all their commands were handled."""
@@ -117,6 +133,7 @@ class PynsqTests(TestCase):
             "mpub": [[body.hex() for body in batch] for batch in mpub],
             "readers": [dict(r, requeue_first=[b.hex() for b in r.get("requeue_first", ())]) for r in readers],
             "deadline": CHILD_DEADLINE,
+            "connection": self.connection,
         }
         report = yield run_pynsq(spec)
         yield self.all_clients_gone()
@@ -137,6 +154,9 @@ class PynsqTests(TestCase):
         self.assertEqual(got, sorted(bodies))
         self.assertEqual({attempts for _, attempts, _, _ in deliveries}, {1})
         self.assertEqual(len({msg_id for _, _, msg_id, _ in deliveries}), len(bodies))
+
+
+class PynsqTests(PynsqCase):
 
     @defer.inlineCallbacks
     def test_pub_and_mpub_are_each_delivered_exactly_once(self):
@@ -182,6 +202,57 @@ class PynsqTests(TestCase):
         self.assertExactlyOnce(report["deliveries"]["other"], bodies)
         self.assertChannelDrained("e2e_split", "shared", 200)
         self.assertChannelDrained("e2e_split", "other", 200)
+
+
+class PlainTransportTests(PynsqCase):
+    """The same exchange over each transport a client can negotiate (this class: none); the server's
+    side of each connection says it was upgraded."""
+
+    features = ()
+
+    def start_node(self):
+        self.certificates = make_certificates(self)
+        return start_real_node(self, tls_cert=self.certificates["server"], tls_key=self.certificates["server_key"])
+
+    @property
+    def connection(self):
+        options = {feature: True for feature in self.features}
+        if "tls_v1" in options:
+            options["tls_options"] = {"ca_certs": self.certificates["ca"]}
+        return options
+
+    @defer.inlineCallbacks
+    def test_pub_and_mpub_are_each_delivered_exactly_once(self):
+        singles = make_bodies("pub", 30, 4)
+        batch = make_bodies("mpub", 70, 5)
+        report = yield self.exchange(
+            "e2e", pub=singles, mpub=[batch], readers=[{"name": "r", "channel": "c", "max_in_flight": 16}])
+        self.assertExactlyOnce(report["deliveries"]["r"], singles + batch)
+        self.assertChannelDrained("e2e", "c", 100)
+        self.assertEqual(len(self.clients), 2)
+        for client in self.clients:
+            self.assertEqual((client.tls, client.snappy, client.deflate),
+                             ("tls_v1" in self.features, "snappy" in self.features, "deflate" in self.features))
+
+
+class TLSTests(PlainTransportTests):
+    features = ("tls_v1",)
+
+
+class SnappyTests(PlainTransportTests):
+    features = ("snappy",)
+
+
+class DeflateTests(PlainTransportTests):
+    features = ("deflate",)
+
+
+class TLSSnappyTests(PlainTransportTests):
+    features = ("tls_v1", "snappy")
+
+
+class TLSDeflateTests(PlainTransportTests):
+    features = ("tls_v1", "deflate")
 
 
 # -- the child: pynsq on tornado's IOLoop
@@ -262,12 +333,13 @@ def _child_main(spec: dict) -> int:
 
         return handler
 
-    writer = Writer([address])
+    connection = spec["connection"]
+    writer = Writer([address], **connection)
     for r in spec["readers"]:
         readers.append(Reader(
             topic, r["channel"], name=r["name"], nsqd_tcp_addresses=[address], max_in_flight=r["max_in_flight"],
             message_handler=make_handler(r["name"], r["channel"], set(bytes.fromhex(h) for h in r["requeue_first"])),
-            max_backoff_duration=0.5, requeue_delay=0))
+            max_backoff_duration=0.5, requeue_delay=0, **connection))
 
     def give_up():
         sys.stderr.write("pynsq child: deadline passed; report so far: %s\n" % json.dumps(report))

@@ -399,7 +399,7 @@ class IdentifyTests(ConnCase):
     def test_feature_negotiation_reply(self):
         conn = self.conn()
         conn.identify(feature_negotiation=True, msg_timeout=5000, output_buffer_size=1024,
-                      output_buffer_timeout=100, tls_v1=True, snappy=True, deflate=True)
+                      output_buffer_timeout=100, tls_v1=True)
         [(kind, data)] = conn.frames()
         self.assertEqual(kind, RESPONSE)
         reply = json.loads(data)
@@ -411,6 +411,11 @@ class IdentifyTests(ConnCase):
         })
         client = conn.client
         self.assertEqual((client.msg_timeout, client.output_buffer_size, client.output_buffer_timeout), (5.0, 1024, 0.1))
+
+    def test_snappy_and_deflate_together_are_refused(self):
+        conn = self.conn()
+        conn.identify(feature_negotiation=True, snappy=True, deflate=True)
+        self.assertError(conn, b"E_IDENTIFY_FAILED cannot enable both deflate and snappy compression")
 
     def test_without_negotiation_answers_ok_and_records_identity(self):
         conn = self.conn()
