@@ -19,8 +19,8 @@ def read_readme():
         return f.read()
 
 
-# cryptography>=44 and pyOpenSSL>=25 have no PyPy 3.9 wheels and need a Rust toolchain to build;
-# only the test extra pulls them in (treq -> twisted[tls]).
+# cryptography>=44, pyOpenSSL>=25 and cramjam>=2.8.4 have no PyPy 3.9 wheels and need a Rust
+# toolchain to build.
 PYPY = 'platform_python_implementation == "PyPy"'
 
 setup(
@@ -36,9 +36,14 @@ setup(
     install_requires=[
         # nsqtx.tcp_speedups reads Twisted's internal TCP state: only the releases it was checked
         # against (25.5, the last for Python 3.9, 26.4 and 26.10) are admitted
-        "Twisted>=25.5.0,<26.11",
+        "Twisted[tls]>=25.5.0,<26.11",
         "klein>=21.8.0",
         'tomli>=1.1.0; python_version < "3.11"',
+        # snappy's framed streams
+        "cramjam>=2.8.3",
+        "cramjam<2.8.4; " + PYPY,
+        "cryptography<44; " + PYPY,
+        "pyOpenSSL<25; " + PYPY,
     ],
     extras_require={
         "test": [
@@ -47,9 +52,11 @@ setup(
             "pytest-timeout",
             "treq",
             "pynsq",
+            # pynsq's snappy
+            "python-snappy",
+            # gevent has no PyPy 3.9 wheels
+            'gnsq; platform_python_implementation == "CPython"',
             "hypothesis",
-            "cryptography<44; " + PYPY,
-            "pyOpenSSL<25; " + PYPY,
         ],
     },
     classifiers=[

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 
+from cryptography.x509.oid import NameOID
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
@@ -139,7 +140,10 @@ class ClientV2:
     def peer_common_name(self) -> str:
         """The common name of the client's certificate, if it sent one over TLS."""
         certificate = self.transport.getPeerCertificate() if self.tls else None
-        return certificate.get_subject().CN or "" if certificate is not None else ""
+        if certificate is None:
+            return ""
+        names = certificate.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return names[0].value if names else ""
 
     def compress_with(self, codec) -> None:
         """From here on every flush goes out compressed by `codec` (nsqtx.compression)."""

@@ -18,7 +18,7 @@ from nsqtx.http_params import BOOL_PARAMS, Params, content_length, int64, read_b
 from nsqtx.http_responses import HTTPError, logged, plain_text, respond_v1, v1
 from nsqtx.log import set_log_level
 from nsqtx.message import new_batch
-from nsqtx.options import LOG_LEVELS, parse_address
+from nsqtx.options import LOG_LEVELS, TLS_MIN_VERSIONS, parse_address
 from nsqtx.mpub import decode_mpub
 from nsqtx.version import NSQD_VERSION
 
@@ -305,6 +305,9 @@ class HTTPAPI:
             return _LOG_LEVEL_NUMBERS[options.log_level]
         if name in ("broadcast_tcp_port", "broadcast_http_port"):
             return getattr(self.node, name)
+        if name == "tls_min_version":
+            # Go's tls.VersionTLS1x
+            return 0x0301 + TLS_MIN_VERSIONS.index(options.tls_min_version)
         if name in _UNNAMED_OPTIONS or name.startswith("_"):
             raise HTTPError(400, "INVALID_OPTION")
         value = getattr(options, name, _IMPLIED_OPTIONS.get(name))

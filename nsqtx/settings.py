@@ -29,6 +29,13 @@ LOG_LEVEL = "log level"
 STRING = "string"
 #: a list of addresses: its flag is given once per address, its config key holds a list
 ADDRESS_LIST = "address list"
+#: Go's bool: flags as strconv.ParseBool reads them, TOML booleans in the file
+BOOL = "bool"
+#: nsqd's --tls-required: a bool, or "tcp-https" (required except over HTTP), as 0, 1 or 2
+TLS_REQUIRED = "tls required"
+
+_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 
 _GO_INTEGER = re.compile(r"[+-]?[0-9]+")
 
@@ -39,6 +46,14 @@ def flag_name(name: str) -> str:
 
 def convert_flag(kind: str, text: str, label: str):
     """Turn a command-line string into the setting's value, as Go's flag package would."""
+    if kind == BOOL:
+        if text not in _GO_BOOLS:
+            raise ValueError("invalid value %r for %s: not a boolean" % (text, label))
+        return _GO_BOOLS[text]
+    if kind == TLS_REQUIRED:
+        if text.lower() == "tcp-https":
+            return 1
+        return 2 if convert_flag(BOOL, text, label) else 0
     if kind == DURATION:
         return _duration(text, label)
     if kind == INTEGER:
@@ -65,6 +80,10 @@ def convert_file_value(kind: str, value, label: str):
         if isinstance(value, str) and _GO_INTEGER.fullmatch(value):
             return int(value)
         raise ValueError("invalid value %r for %s: not an integer" % (value, label))
+    if kind in (BOOL, TLS_REQUIRED) and isinstance(value, bool):
+        return (2 if value else 0) if kind == TLS_REQUIRED else value
+    if kind in (BOOL, TLS_REQUIRED) and isinstance(value, str):
+        return convert_flag(kind, value, label)
     if kind == ADDRESS_LIST:
         if not isinstance(value, list):
             raise ValueError("invalid value %r for %s: not a list of addresses" % (value, label))
@@ -127,8 +146,13 @@ def _default_help(name: str, kind: str, text: str, defaults) -> str:
     if "(default" in text:
         return text
     value = getattr(defaults, name)
-    shown = format_duration(value) if kind == DURATION else value
-    return "%s (default: %s)" % (text, shown)
+    if value == "":
+        return text
+    if kind == DURATION:
+        value = format_duration(value)
+    elif kind == BOOL:
+        value = "true" if value else "false"
+    return "%s (default: %s)" % (text, value)
 
 
 def parameters(settings, defaults) -> list:

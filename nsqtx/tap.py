@@ -6,8 +6,9 @@ from nsqtx.log import set_log_level
 from nsqtx.node import NSQD
 from nsqtx.options import Options as NodeOptions, check_data_path
 from nsqtx.server_process import ServerProcess
-from nsqtx.settings import (ADDRESS, ADDRESS_LIST, DURATION, INTEGER, LOG_LEVEL, STRING, SettingsOptions,
-                            parameters)
+from nsqtx.tls import server_tls
+from nsqtx.settings import (ADDRESS, ADDRESS_LIST, BOOL, DURATION, INTEGER, LOG_LEVEL, STRING, TLS_REQUIRED,
+                            SettingsOptions, parameters)
 from nsqtx.version import NSQD_VERSION, __version__
 
 #: (Options attribute, kind, help), in the order Go nsqd lists its flags. The flag is the attribute
@@ -44,6 +45,16 @@ SETTINGS = [
     ("max_channel_consumers", INTEGER,
      "maximum channel consumer connection count per nsqd instance (0: unlimited)"),
     ("max_deflate_level", INTEGER, "max deflate compression level a client can negotiate"),
+    ("deflate", BOOL, "enable deflate feature negotiation (client compression)"),
+    ("snappy", BOOL, "enable snappy feature negotiation (client compression)"),
+    ("https_address", STRING, "<addr>:<port> to listen on for HTTPS clients (default: none)"),
+    ("tls_cert", STRING, "path to certificate file"),
+    ("tls_key", STRING, "path to key file"),
+    ("tls_client_auth_policy", STRING, "client certificate auth policy ('require' or 'require-verify')"),
+    ("tls_root_ca_file", STRING, "path to certificate authority file"),
+    ("tls_required", TLS_REQUIRED,
+     "require TLS for client connections (true, false, tcp-https): tcp-https exempts HTTP (default: false)"),
+    ("tls_min_version", STRING, "minimum SSL/TLS version acceptable ('tls1.0', 'tls1.1', 'tls1.2' or 'tls1.3')"),
 ]
 
 #: Go nsqd's config file names the node id "id"; "node_id" matches the flag and is accepted too.
@@ -74,8 +85,10 @@ class NSQDOptions(SettingsOptions):
         self.add_to_list("nsqlookupd_tcp_addresses", "--lookupd-tcp-address", address)
 
     def postOptions(self):
+        """Files the options name are read now, so that a bad one is a one-line error too."""
         SettingsOptions.postOptions(self)
         check_data_path(self.options.data_path)
+        server_tls(self.options)
 
 
 #: The name twistd's ServiceMaker looks up.

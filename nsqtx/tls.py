@@ -55,12 +55,13 @@ def server_tls(options):
     ValueError with nsqd's wording when the files do not make a TLS config."""
     if not options.tls_cert and not options.tls_key:
         return None
+    certificate_pem, key_pem = _read(options.tls_cert, "certificate"), _read(options.tls_key, "key")
     try:
-        certificate = x509.load_pem_x509_certificate(_read(options.tls_cert, "certificate"))
+        certificate = x509.load_pem_x509_certificate(certificate_pem)
     except ValueError as err:
         raise ValueError("failed to build TLS config - %s: %s" % (options.tls_cert, err))
     try:
-        key = serialization.load_pem_private_key(_read(options.tls_key, "key"), None)
+        key = serialization.load_pem_private_key(key_pem, None)
     except (ValueError, TypeError) as err:
         raise ValueError("failed to build TLS config - %s: %s" % (options.tls_key, err))
     policy = options.tls_client_auth_policy

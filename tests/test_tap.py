@@ -26,7 +26,7 @@ from nsqtx.log import debug_enabled, set_log_level
 from nsqtx.node import NSQD
 from nsqtx.server_process import ExitZeroOnSignals, ServerProcess
 from nsqtx.version import NSQD_VERSION, __version__
-from tests.support import FakeJIT, replace_module
+from tests.support import FakeJIT, make_certificates, replace_module
 
 HOSTNAME = socket.gethostname()
 
@@ -58,6 +58,15 @@ GO_DEFAULTS = {
     "output_buffer_timeout": 0.25,
     "max_channel_consumers": 0,
     "max_deflate_level": 6,
+    "deflate": True,
+    "snappy": True,
+    "https_address": "",
+    "tls_cert": "",
+    "tls_key": "",
+    "tls_client_auth_policy": "",
+    "tls_root_ca_file": "",
+    "tls_required": 0,
+    "tls_min_version": "tls1.0",
 }
 
 #: Every flag with a non-default value, and the value it must produce.
@@ -88,6 +97,16 @@ FLAGS = [
     ("--output-buffer-timeout=100ms", "output_buffer_timeout", 0.1),
     ("--max-channel-consumers=3", "max_channel_consumers", 3),
     ("--max-deflate-level=9", "max_deflate_level", 9),
+    ("--deflate=false", "deflate", False),
+    ("--snappy=0", "snappy", False),
+    ("--https-address=127.0.0.1:4152", "https_address", "127.0.0.1:4152"),
+    # the files are made by the test (see test_every_flag)
+    ("--tls-cert={server}", "tls_cert", "{server}"),
+    ("--tls-key={server_key}", "tls_key", "{server_key}"),
+    ("--tls-client-auth-policy=require-verify", "tls_client_auth_policy", "require-verify"),
+    ("--tls-root-ca-file={ca}", "tls_root_ca_file", "{ca}"),
+    ("--tls-required=tcp-https", "tls_required", 1),
+    ("--tls-min-version=tls1.2", "tls_min_version", "tls1.2"),
 ]
 
 
@@ -130,9 +149,17 @@ class FlagTests(ParseTestsMixin, unittest.TestCase):
 
     def test_every_flag(self):
         self.assertEqual(len(FLAGS), len(tap.SETTINGS))
-        options = parse(*[flag for flag, _, _ in FLAGS])
-        for flag, name, value in FLAGS:
+        certificates = make_certificates(self)
+        flags = [(flag.format(**certificates), name, value.format(**certificates) if isinstance(value, str) else value)
+                 for flag, name, value in FLAGS]
+        options = parse(*[flag for flag, _, _ in flags])
+        for flag, name, value in flags:
             self.assertEqual(getattr(options, name), value, flag)
+
+    def test_unreadable_tls_files_are_refused(self):
+        missing = os.path.join(make_tempdir(self), "cert.pem")
+        self.assertStartupError(["--tls-cert=" + missing, "--tls-key=" + missing], "failed to build TLS config",
+                                missing)
 
     def test_missing_data_path_is_refused(self):
         missing = os.path.join(make_tempdir(self), "nope")
@@ -210,6 +237,22 @@ class ConfigFileTests(ParseTestsMixin, unittest.TestCase):
         self.assertEqual(options.msg_timeout, 90.0)
         self.assertEqual(options.data_path, tempfile.gettempdir())
         self.assertEqual(options.http_address, GO_DEFAULTS["http_address"])
+
+    def test_booleans_tls_required_and_lists(self):
+        certificates = make_certificates(self)
+        tls = 'tls_cert = "%s"\ntls_key = "%s"\n' % (certificates["server"], certificates["server_key"])
+        cases = [("snappy = false\n", "snappy", False), ('deflate = "f"\n', "deflate", False),
+                 ("tls_required = false\n", "tls_required", 0),
+                 ('tls_required = "tcp-https"\n' + tls, "tls_required", 1), ("tls_required = true\n" + tls, "tls_required", 2),
+                 ('nsqlookupd_tcp_addresses = ["127.0.0.1:4160", "lookupd:4160"]\n', "nsqlookupd_tcp_addresses",
+                  ["127.0.0.1:4160", "lookupd:4160"])]
+        for text, name, value in cases:
+            self.assertEqual(getattr(parse("--config", self.write_config(text)), name), value, text)
+        for text in ("snappy = 1.5\n", 'deflate = "maybe"\n', "tls_required = 3\n",
+                     'nsqlookupd_tcp_addresses = "127.0.0.1:4160"\n', "nsqlookupd_tcp_addresses = [4160]\n"):
+            self.assertStartupError(["--config", self.write_config(text)], "invalid value")
+        self.assertStartupError(["--config", self.write_config("tls_required = true\n")],
+                                "cannot require TLS client connections without TLS key and cert")
 
     def test_integer_duration_is_milliseconds(self):
         """Go nsqd's go-options coerces an integer duration from the file as milliseconds."""

@@ -319,3 +319,58 @@ def _turn():
     d = defer.Deferred()
     reactor.callLater(0.001, d.callback, None)
     return d
+
+
+class TransportPathTests(TestCase):
+    """Which path each transport a client can negotiate takes: a plain or compressed connection's
+    flush goes to the socket within the write (compressed bytes are still plain TCP below); a TLS
+    connection's goes through Twisted's TLS layer, which sends later. Reads go into the shared
+    buffer on PyPy whatever the transport, below the TLS layer."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_each_transport_s_write_and_read_path(self):
+        from twisted.internet.threads import deferToThread
+
+        from tests.support import make_certificates
+        from tests.test_tls import identify, read_frame
+
+        certs = make_certificates(self)
+        node = start_real_node(self, tls_cert=certs["server"], tls_key=certs["server_key"])
+        sockets = []
+
+        def clients():
+            import ssl
+
+            for features in ({}, {"snappy": True}, {"deflate": True}, {"tls_v1": True}):
+                sock = socket.create_connection(("127.0.0.1", node.tcp_port), timeout=10)
+                sock.sendall(b"  V2")
+                identify(sock, **features)
+                if features.get("tls_v1"):
+                    sock = ssl.create_default_context(cafile=certs["ca"]).wrap_socket(sock, server_hostname="127.0.0.1")
+                    read_frame(sock)
+                elif features:
+                    sock.recv(100)
+                sockets.append(sock)
+
+        yield deferToThread(clients)
+        for sock in sockets:
+            self.addCleanup(sock.close)
+        for _ in range(50):
+            if len(node.clients) == 4 and all(not c._handshaking for c in node.clients):
+                break
+            yield _turn()
+        paths = {}
+        for client in node.clients:
+            name = "tls" if client.tls else "snappy" if client.snappy else "deflate" if client.deflate else "plain"
+            counting = _CountingSocket(client.transport.socket)
+            self.patch(client.transport, "socket", counting)
+            sent = []
+            send = counting.send
+            counting.send = lambda data, send=send: sent.append(len(data)) or send(data)
+            client._write([b"frame one", b"frame two"] if name == "plain" else [b"frame"])
+            paths[name] = ("at once" if sent or counting.sendmsg_calls else "through the transport",
+                           "doRead" in vars(client.transport))
+        self.assertEqual(paths, {"plain": ("at once", _PYPY), "snappy": ("at once", _PYPY),
+                                 "deflate": ("at once", _PYPY), "tls": ("through the transport", _PYPY)})
