@@ -70,6 +70,9 @@ class ClientV2:
         self.tls = False
         self.snappy = False
         self.deflate = False
+        #: AUTH's secret, and what the auth server granted for it (nsqtx.auth.AuthState)
+        self.auth_secret = ""
+        self.auth_state = None
         self.channel = None
         self.ready_count = 0
         self.in_flight_count = 0
@@ -108,11 +111,13 @@ class ClientV2:
 
     # -- what the commands change
 
-    def identified(self, client_id: str, hostname: str, user_agent: str, settings) -> None:
-        """IDENTIFY: who it is, and the settings negotiated (see :func:`nsqtx.identify.negotiate`)."""
+    def identified(self, client_id: str, hostname: str, user_agent: str, sample_rate: int, settings) -> None:
+        """IDENTIFY: who it is, the share of its channel's messages it wants delivered (0: all), and
+        the settings negotiated (see :func:`nsqtx.identify.negotiate`)."""
         self.client_id = client_id
         self.hostname = hostname
         self.user_agent = user_agent
+        self.sample_rate = sample_rate
         heartbeat_interval, self.output_buffer_size, self.output_buffer_timeout, self.msg_timeout = settings
         if heartbeat_interval != self.heartbeat_interval:
             self.heartbeat_interval = heartbeat_interval
@@ -127,6 +132,16 @@ class ClientV2:
 
     def handshake_done(self) -> None:
         self._handshaking = False
+
+    def has_authorizations(self) -> bool:
+        return self.auth_state is not None and bool(self.auth_state.authorizations)
+
+    def hold_input(self) -> None:
+        """Stop reading the client (its AUTH waits for an auth server)."""
+        self.transport.pauseProducing()
+
+    def release_input(self) -> None:
+        self.transport.resumeProducing()
 
     def tls_state(self):
         """(cipher suite, protocol version) once the TLS handshake is done, as nsqd names the
@@ -223,6 +238,8 @@ class ClientV2:
         self.can_receive = False
         self._stop_timers()
         self.flush()
+        # a TLS connection closes only once its producer is gone
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def _stop_timers(self) -> None:

@@ -104,7 +104,7 @@ class Features:
 
 
 def feature_reply(options, features: Features, msg_timeout: float, output_buffer_size: int,
-                  output_buffer_timeout: float, sample_rate: int) -> bytes:
+                  output_buffer_timeout: float, sample_rate: int, auth_required: bool) -> bytes:
     """The JSON nsqd answers a feature-negotiating IDENTIFY with."""
     return json.dumps({
         "max_rdy_count": options.max_rdy_count,
@@ -117,7 +117,7 @@ def feature_reply(options, features: Features, msg_timeout: float, output_buffer
         "max_deflate_level": options.max_deflate_level,
         "snappy": features.snappy,
         "sample_rate": sample_rate,
-        "auth_required": False,
+        "auth_required": auth_required,
         "output_buffer_size": output_buffer_size,
         "output_buffer_timeout": int(output_buffer_timeout * 1000),
         "topology_region": "",

@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from nsqtx import metadata
+from nsqtx.auth import AuthClient
 from nsqtx.backend_queue import DiskBackend, DiskEncoder, DroppingQueue
 from nsqtx.disk_worker import ThreadPoolWorker
 from nsqtx.diskqueue import DiskQueue
@@ -89,6 +90,8 @@ class NSQD(MultiService):
         self.http.setServiceParent(self)
         #: the TLS context of IDENTIFY's tls_v1 and the HTTPS listener; None without a certificate
         self.tls = server_tls(self.options)
+        #: who AUTH asks about a secret; None without --auth-http-address (AUTH disabled)
+        self.auth = AuthClient(reactor, self.options) if self.options.auth_http_addresses else None
         self.https = None
         if self.options.https_address:
             self.https = Listener(server_endpoint(reactor, self.options.https_address, "--https-address"),

@@ -38,6 +38,10 @@ class Options:
         self.broadcast_tcp_port = 0
         self.broadcast_http_port = 0
         self.nsqlookupd_tcp_addresses = []
+        self.auth_http_addresses = []
+        self.auth_http_request_method = "get"
+        self.http_client_connect_timeout = 2.0
+        self.http_client_request_timeout = 5.0
         self.data_path = ""
         self.mem_queue_size = 10000
         self.max_bytes_per_file = 100 * 1024 * 1024
@@ -83,7 +87,7 @@ class Options:
             if getattr(self, name) <= 0:
                 raise ValueError("--%s must be positive" % name.replace("_", "-"))
         for name in ("queue_scan_interval", "msg_timeout", "max_msg_timeout", "max_heartbeat_interval",
-                     "client_timeout", "sync_timeout"):
+                     "client_timeout", "sync_timeout", "http_client_connect_timeout", "http_client_request_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError("--%s must be a positive duration" % name.replace("_", "-"))
         for name in ("max_req_timeout", "max_output_buffer_timeout", "min_output_buffer_timeout",
@@ -108,6 +112,8 @@ class Options:
             parse_address(address, "--lookupd-tcp-address")
         if self.https_address:
             parse_address(self.https_address, "--https-address")
+        if self.auth_http_request_method not in ("get", "post"):
+            raise ValueError("--auth-http-request-method must be get or post (%r)" % (self.auth_http_request_method,))
         if self.tls_client_auth_policy not in TLS_CLIENT_AUTH_POLICIES:
             raise ValueError("--tls-client-auth-policy must be require or require-verify (%r)"
                              % (self.tls_client_auth_policy,))

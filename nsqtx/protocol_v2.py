@@ -11,6 +11,7 @@ The client's state lives in :class:`~nsqtx.client_v2.ClientV2`, which the comman
 from __future__ import annotations
 
 import functools
+import json
 import struct
 
 from twisted.internet.interfaces import IHandshakeListener
@@ -18,6 +19,7 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
+from nsqtx.auth import AuthError
 from nsqtx.client_v2 import STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2
 from nsqtx.compression import CompressionError, DeflateCodec, SnappyCodec
 from nsqtx.errors import ClientError, FatalClientError, QueueError
@@ -83,6 +85,11 @@ class ProtocolV2(LineReceiver):
         #: the negotiated compression (nsqtx.compression), and whether the stream just changed
         self._codec = None
         self._stream_switched = False
+        #: the node's AuthClient (None: AUTH disabled); while one answers, input waits in _held
+        self._auth = node.auth
+        self._suspended = False
+        self._replay = b""
+        self._held = b""
         self._tls_required = node.options.tls_required != TLS_NOT_REQUIRED
         self._commands = {
             b"FIN": self.FIN, b"RDY": self.RDY, b"REQ": self.REQ, b"PUB": self.PUB, b"MPUB": self.MPUB,
@@ -134,6 +141,9 @@ class ProtocolV2(LineReceiver):
 
     def _received(self, data: bytes) -> None:
         """Plain bytes of the command stream."""
+        if self._suspended:
+            self._held += data
+            return
         if not self.line_mode:
             self.rawDataReceived(data)
             return
@@ -194,6 +204,10 @@ class ProtocolV2(LineReceiver):
                     if line[-1:] == b"\r":
                         line = line[:-1]
                     self.lineReceived(line)
+                    if self._suspended:
+                        self._held = self._replay + buf[pos:]
+                        pos = end
+                        break
                 else:
                     need = self._need
                     if end - pos < need:
@@ -206,6 +220,10 @@ class ProtocolV2(LineReceiver):
                         self.setLineMode()
                     if self._stream_switched:
                         rest = buf[pos:]
+                        pos = end
+                        break
+                    if self._suspended:
+                        self._held = buf[pos:]
                         pos = end
                         break
             if pos < end and not client.closed:
@@ -274,6 +292,8 @@ class ProtocolV2(LineReceiver):
             handler(*args)
         except ClientError as err:
             self._fail(err)
+        except _Suspended:
+            pass
         except Exception:
             log.failure("PROTOCOL(V2): [{client}] internal error", client=self.client.remote_address)
             self._fail(FatalClientError("E_INVALID", "internal error"))
@@ -320,14 +340,15 @@ class ProtocolV2(LineReceiver):
             settings = negotiate(data, current, options)
         except ValueError as err:
             raise FatalClientError("E_BAD_BODY", "IDENTIFY %s" % err)
-        client.identified(data.get("client_id", ""), data.get("hostname", ""), data.get("user_agent", ""), settings)
+        client.identified(data.get("client_id", ""), data.get("hostname", ""), data.get("user_agent", ""),
+                          data.get("sample_rate", 0), settings)
         log.info("[{client}] IDENTIFY: {data}", client=client.remote_address, data=data)
         if not data.get("feature_negotiation"):
             client.send_response(OK)
             return
         features = Features(data, options, self.node.tls is not None)
         client.respond_now(feature_reply(options, features, client.msg_timeout, client.output_buffer_size,
-                                         client.output_buffer_timeout, client.sample_rate))
+                                         client.output_buffer_timeout, client.sample_rate, self._auth is not None))
         # each upgrade, then its OK through it, in nsqd's order
         if features.tls:
             log.info("PROTOCOL(V2): [{client}] upgrading connection to TLS", client=client.remote_address)
@@ -357,7 +378,82 @@ class ProtocolV2(LineReceiver):
         self._read_body(_size_check("AUTH", self.node.options.max_body_size), self._auth_body)
 
     def _auth_body(self, buf, start, end) -> None:
-        raise FatalClientError("E_AUTH_DISABLED", "AUTH disabled")
+        client = self.client
+        if client.has_authorizations():
+            raise FatalClientError("E_INVALID", "AUTH already set")
+        if self._auth is None:
+            raise FatalClientError("E_AUTH_DISABLED", "AUTH disabled")
+        client.auth_secret = text(buf[start:end])
+        self._suspend(self._query_auth().addCallback(self._authed))
+
+    def _authed(self, _) -> None:
+        client = self.client
+        if not client.has_authorizations():
+            raise FatalClientError("E_UNAUTHORIZED", "AUTH no authorizations found")
+        state = client.auth_state
+        client.send_response(json.dumps({"identity": state.identity, "identity_url": state.identity_url,
+                                         "permission_count": len(state.authorizations)},
+                                        separators=(",", ":")).encode())
+
+    def _query_auth(self):
+        """Ask the auth servers about the client's secret; its state is replaced when they answer,
+        and any failure is E_AUTH_FAILED (the reason goes to the log only, as nsqd)."""
+        client = self.client
+
+        def answered(state):
+            client.auth_state = state
+
+        def failed(failure):
+            failure.trap(AuthError)
+            log.warn("PROTOCOL(V2): [{client}] AUTH failed {err}", client=client.remote_address, err=failure.value)
+            raise FatalClientError("E_AUTH_FAILED", "AUTH failed")
+
+        host = client.remote_address.rpartition(":")[0]
+        return self._auth.query(host, client.tls, client.peer_common_name(), client.auth_secret).addCallbacks(
+            answered, failed)
+
+    def _check_auth(self, command: str, params, topic: str, channel: str = "") -> None:
+        """nsqd's CheckAuth, with auth enabled: authorisations first, asked again once expired (the
+        command is then read again when they come), then the topic and channel."""
+        client = self.client
+        if not client.has_authorizations():
+            raise FatalClientError("E_AUTH_FIRST", "AUTH required before %s" % command)
+        if client.auth_state.expires <= self.clock.seconds():
+            self._suspend(self._query_auth(), replay=b" ".join(params) + b"\n")
+            raise _Suspended()
+        if not client.auth_state.allows(topic, channel):
+            raise FatalClientError("E_UNAUTHORIZED", "AUTH failed for %s on %s %s" % (command, quote(topic),
+                                                                                       quote(channel)))
+
+    # -- waiting for an auth server
+
+    def _suspend(self, waiting, replay: bytes = b"") -> None:
+        """Read nothing more of this client until `waiting` fires; then go on with `replay` (the
+        command to run again) and what came meanwhile. Only this client waits."""
+        self._suspended = True
+        self._replay = replay
+        self._held = b""
+        self.client.hold_input()
+        waiting.addErrback(self._failed_while_suspended).addBoth(self._resume)
+
+    def _failed_while_suspended(self, failure) -> None:
+        if failure.check(ClientError):
+            self._fail(failure.value)
+        else:
+            log.failure("PROTOCOL(V2): [{client}] internal error", failure, client=self.client.remote_address)
+            self._fail(FatalClientError("E_INVALID", "internal error"))
+
+    def _resume(self, _) -> None:
+        self._suspended = False
+        held, self._held, self._replay = self._held, b"", b""
+        client = self.client
+        if client.closed:
+            return
+        client.release_input()
+        if held:
+            self._received(held)
+        else:
+            client.read_done()
 
     # -- consuming
 
@@ -375,6 +471,8 @@ class ProtocolV2(LineReceiver):
         channel_name = text(params[2])
         if not is_valid_channel_name(channel_name):
             raise FatalClientError("E_BAD_CHANNEL", "SUB channel name %s is not valid" % quote(channel_name))
+        if self._auth is not None:
+            self._check_auth("SUB", params, topic_name, channel_name)
         try:
             channel = self.node.get_topic(topic_name).get_channel(channel_name)
             channel.add_client(client)
@@ -493,6 +591,8 @@ class ProtocolV2(LineReceiver):
 
     def PUB(self, params) -> None:
         name = self._publish_topic(params, "PUB", 2)
+        if self._auth is not None:
+            self._check_auth("PUB", params, name)
         self._read_body(_size_check("PUB", self.node.options.max_msg_size, message=True), self._pub_body, name)
 
     def _pub_body(self, buf, start, end) -> None:
@@ -500,6 +600,8 @@ class ProtocolV2(LineReceiver):
 
     def DPUB(self, params) -> None:
         name = self._publish_topic(params, "DPUB", 3)
+        if self._auth is not None:
+            self._check_auth("DPUB", params, name)
         try:
             timeout_ms = base10(params[2])
         except ValueError:
@@ -516,12 +618,18 @@ class ProtocolV2(LineReceiver):
 
     def MPUB(self, params) -> None:
         name = self._publish_topic(params, "MPUB", 2)
+        if self._auth is not None:
+            self._check_auth("MPUB", params, name)
         self._read_body(_size_check("MPUB", self.node.options.max_body_size), self._mpub_body, name)
 
     def _mpub_body(self, buf, start, end) -> None:
         options = self.node.options
         bodies = decode_mpub(buf, options.max_msg_size, options.max_body_size, start=start, end=end)
         self._put(self._body_context, bodies, end == len(buf), "E_MPUB_FAILED", "MPUB")
+
+
+class _Suspended(Exception):
+    """The command waits for an auth server; it is read again when the answer comes."""
 
 
 class V2Factory(Factory):

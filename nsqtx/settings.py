@@ -29,6 +29,8 @@ LOG_LEVEL = "log level"
 STRING = "string"
 #: a list of addresses: its flag is given once per address, its config key holds a list
 ADDRESS_LIST = "address list"
+#: a list of strings (URLs, say), given as ADDRESS_LIST is
+STRING_LIST = "string list"
 #: Go's bool: flags as strconv.ParseBool reads them, TOML booleans in the file
 BOOL = "bool"
 #: nsqd's --tls-required: a bool, or "tcp-https" (required except over HTTP), as 0, 1 or 2
@@ -84,10 +86,10 @@ def convert_file_value(kind: str, value, label: str):
         return (2 if value else 0) if kind == TLS_REQUIRED else value
     if kind in (BOOL, TLS_REQUIRED) and isinstance(value, str):
         return convert_flag(kind, value, label)
-    if kind == ADDRESS_LIST:
+    if kind in (ADDRESS_LIST, STRING_LIST):
         if not isinstance(value, list):
-            raise ValueError("invalid value %r for %s: not a list of addresses" % (value, label))
-        return [convert_file_value(ADDRESS, item, label) for item in value]
+            raise ValueError("invalid value %r for %s: not a list" % (value, label))
+        return [convert_file_value(ADDRESS if kind == ADDRESS_LIST else STRING, item, label) for item in value]
     if not isinstance(value, str):
         raise ValueError("invalid value %r for %s: not a string" % (value, label))
     return _string(kind, value, label)
@@ -163,7 +165,7 @@ def parameters(settings, defaults) -> list:
     file fill the rest; the real defaults are spelled out in the help text instead."""
     return [["config", None, None, "path to a TOML config file (keys: flag names with underscores)"]] + [
         [flag_name(name), None, None, _default_help(name, kind, text, defaults)]
-        for name, kind, text in settings if kind != ADDRESS_LIST
+        for name, kind, text in settings if kind not in (ADDRESS_LIST, STRING_LIST)
     ]
 
 
@@ -183,9 +185,9 @@ class SettingsOptions(usage.Options):
         #: address lists given on the command line, by setting name
         self.lists = {}
 
-    def add_to_list(self, name: str, flag: str, address: str) -> None:
+    def add_to_list(self, name: str, flag: str, value: str, kind: str = ADDRESS) -> None:
         """A repeatable flag's value: the flags given replace the config file's list."""
-        self.lists.setdefault(name, []).append(convert_flag(ADDRESS, address, flag))
+        self.lists.setdefault(name, []).append(convert_flag(kind, value, flag))
 
     def version(self) -> str:
         raise NotImplementedError
@@ -207,7 +209,7 @@ class SettingsOptions(usage.Options):
         kinds = {name: kind for name, kind, _ in self.settings}
         values = read_config_file(self["config"], kinds, self.aliases, self.program) if self["config"] else {}
         for name, kind in kinds.items():
-            if kind == ADDRESS_LIST:
+            if kind in (ADDRESS_LIST, STRING_LIST):
                 if name in self.lists:
                     values[name] = self.lists[name]
                 continue

@@ -126,9 +126,18 @@ def client_stats(client, topic_name: str = "") -> dict:
         "deflate": client.deflate,
         "snappy": client.snappy,
         "user_agent": client.user_agent,
+    }
+    # omitted when empty, as Go's omitempty
+    if client.has_authorizations():
+        stats["authed"] = True
+        if client.auth_state.identity:
+            stats["auth_identity"] = client.auth_state.identity
+        if client.auth_state.identity_url:
+            stats["auth_identity_url"] = client.auth_state.identity_url
+    stats.update({
         "topology_zone": getattr(client, "topology_zone", ""),
         "topology_region": getattr(client, "topology_region", ""),
-    }
+    })
     pub_counts = [{"topic": topic, "count": count} for topic, count in sorted(client.pub_counts.items())
                   if not topic_name or topic == topic_name]
     if pub_counts:

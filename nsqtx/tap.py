@@ -7,8 +7,8 @@ from nsqtx.node import NSQD
 from nsqtx.options import Options as NodeOptions, check_data_path
 from nsqtx.server_process import ServerProcess
 from nsqtx.tls import server_tls
-from nsqtx.settings import (ADDRESS, ADDRESS_LIST, BOOL, DURATION, INTEGER, LOG_LEVEL, STRING, TLS_REQUIRED,
-                            SettingsOptions, parameters)
+from nsqtx.settings import (ADDRESS, ADDRESS_LIST, BOOL, DURATION, INTEGER, LOG_LEVEL, STRING, STRING_LIST,
+                            TLS_REQUIRED, SettingsOptions, parameters)
 from nsqtx.version import NSQD_VERSION, __version__
 
 #: (Options attribute, kind, help), in the order Go nsqd lists its flags. The flag is the attribute
@@ -22,6 +22,11 @@ SETTINGS = [
     ("broadcast_tcp_port", INTEGER, "TCP port registered with lookupd (default: the listening port)"),
     ("broadcast_http_port", INTEGER, "HTTP port registered with lookupd (default: the listening port)"),
     ("nsqlookupd_tcp_addresses", ADDRESS_LIST, "lookupd TCP address (may be given multiple times)"),
+    ("auth_http_addresses", STRING_LIST,
+     "<addr>:<port> or a full url to query auth server (may be given multiple times)"),
+    ("auth_http_request_method", STRING, "HTTP method to use for auth server requests (get or post)"),
+    ("http_client_connect_timeout", DURATION, "timeout for HTTP connect (to the auth servers)"),
+    ("http_client_request_timeout", DURATION, "timeout for HTTP request (to the auth servers)"),
     ("data_path", STRING, "path to store disk-backed messages (default: the current directory)"),
     ("mem_queue_size", INTEGER, "number of messages to keep in memory (per topic/channel)"),
     ("max_bytes_per_file", INTEGER, "number of bytes per diskqueue file before rolling"),
@@ -83,6 +88,10 @@ class NSQDOptions(SettingsOptions):
     def opt_lookupd_tcp_address(self, address):
         """lookupd TCP address (may be given multiple times)"""
         self.add_to_list("nsqlookupd_tcp_addresses", "--lookupd-tcp-address", address)
+
+    def opt_auth_http_address(self, address):
+        """<addr>:<port> or a full url to query auth server (may be given multiple times)"""
+        self.add_to_list("auth_http_addresses", "--auth-http-address", address, STRING)
 
     def postOptions(self):
         """Files the options name are read now, so that a bad one is a one-line error too."""
