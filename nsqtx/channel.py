@@ -12,16 +12,21 @@ can take at that moment.
 """
 from __future__ import annotations
 
+import random
 from heapq import heappop, heappush
 
 from nsqtx.backed_queue import BackedQueue
-from nsqtx.batch import Batch
+from nsqtx.batch import RECORD_LENGTH, Batch
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import InFlight
 from nsqtx.log import NSQLogger
 from nsqtx.names import is_ephemeral
 
 log = NSQLogger()
+
+_unpack_length = RECORD_LENGTH.unpack_from
+#: nsqd's rand.Int31n, for sampling
+_chance = random.randrange
 
 #: most messages read back from disk in one go, so a large backlog never blocks the reactor for long
 _DISK_BATCH = 2500
@@ -179,6 +184,9 @@ class Channel:
                 # output buffer, so that a transport that pauses the client stops it in time
                 client.start_share()
                 try:
+                    if client.sample_rate:
+                        left -= self._sampled_share(client, count, left, now, deadline)
+                        count = 0
                     while count and client.can_receive:
                         records, start, available = front()
                         end, sent = add_run(records, start, min(count, available), client.buffer_room(), client,
@@ -195,6 +203,26 @@ class Channel:
                     break
             ready = still_ready
         return limit - left
+
+    def _sampled_share(self, client, count: int, left: int, now: float, deadline: float) -> int:
+        """The share of a client that asked for a sample of the channel: each message goes to it
+        with nsqd's chance (sample_rate + 1 in 100) or is dropped from the channel, as nsqd's
+        message pump drops it. Delivers up to `count`, takes up to `left` off memory; returns how
+        many it took."""
+        memory = self.queue.memory
+        rate = client.sample_rate
+        taken = 0
+        while count and taken < left and memory and client.can_receive:
+            records, start, _ = memory.front()
+            taken += 1
+            if _chance(100) > rate:
+                memory.advance(start + 4 + _unpack_length(records, start)[0], 1)
+                continue
+            end, sent = self.in_flight.add_run(records, start, 1, client.buffer_room(), client, now, deadline)
+            memory.advance(end, sent)
+            client.deliver(records, start, end, sent)
+            count -= 1
+        return taken
 
     # -- what subscribers answer (errors become E_FIN_FAILED etc. in the protocol); each answering
     # subscriber counts its own answers

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import struct
 import weakref
 
+from nsqtx import channel as channel_module
 from nsqtx.channel import _PUMP_SLICE
 from nsqtx.errors import QueueError
 from nsqtx.in_flight import _GROWTH, _SLACK
@@ -339,3 +341,26 @@ class ChannelTests(NodeCase):
         first.command(b"REQ " + msg_id + b" 0")
         self.assertEqual(first.frames()[-1][1][8:10], struct.pack(">H", 2))
         self.assertEqual([attempts(m) for m in queued(b.queue.memory)], [0])
+
+
+class SamplingTests(NodeCase):
+    """A consumer that IDENTIFYs with sample_rate gets that share of the channel, as nsqd deals it:
+    a message is delivered when a draw from [0, 100) is at most the rate, else dropped."""
+
+    def test_each_message_is_delivered_or_dropped_by_the_draw(self):
+        draws = iter([10, 60, 50, 99, 0, 51])
+        self.patch(channel_module, "_chance", lambda n: next(draws))
+        conn = Conn(self.node, 5000).magic()
+        conn.identify(output_buffer_timeout=-1, sample_rate=50)
+        conn.subscribe(rdy=10)
+        conn.frames()
+        self.publish(*[b"%d" % i for i in range(6)])
+        self.assertEqual([m[2] for m in conn.messages()], [b"0", b"2", b"4"])
+        channel = self.node.topics["t"].channels["c"]
+        self.assertEqual((channel.depth(), len(channel.in_flight), conn.client.message_count), (0, 3, 3))
+        self.assertEqual(conn.client.sample_rate, 50)
+
+    def test_the_rate_is_reported(self):
+        conn = Conn(self.node, 5000).magic()
+        conn.identify(feature_negotiation=True, sample_rate=25)
+        self.assertEqual(json.loads(conn.frames()[0][1])["sample_rate"], 25)
