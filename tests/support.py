@@ -350,3 +350,22 @@ def make_certificates(case) -> dict:
     issue("client", "client-1", ca_key, ca_name)
     issue("stranger", "stranger")
     return paths
+
+
+#: the transports a client can negotiate besides plain TCP, by the name of their test class
+TRANSPORTS = {"TLSTests": ("tls_v1",), "SnappyTests": ("snappy",), "DeflateTests": ("deflate",),
+              "TLSSnappyTests": ("tls_v1", "snappy"), "TLSDeflateTests": ("tls_v1", "deflate")}
+
+
+def transport_tests(base, namespace: dict) -> None:
+    """One TestCase per transport in TRANSPORTS, each `base` (a plain-TCP case with a `features`
+    attribute) with its features, defined in the module whose `namespace` this is."""
+    for name, features in TRANSPORTS.items():
+        namespace[name] = type(name, (base,), {"features": features, "__module__": namespace["__name__"]})
+
+
+def start_tls_node(case, **overrides):
+    """start_real_node with a certificate for 127.0.0.1 (case.certificates: make_certificates')."""
+    case.certificates = make_certificates(case)
+    return start_real_node(case, tls_cert=case.certificates["server"], tls_key=case.certificates["server_key"],
+                           **overrides)

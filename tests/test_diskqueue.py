@@ -358,7 +358,8 @@ class BackgroundSyncTests(Base):
         q.put(Batch.of([b"cccc"]))
         self.assertEqual(list(q.read(10)), [b"aaaa", b"bbbb", b"cccc"])
 
-    def test_a_failed_sync_is_done_again_by_the_next(self):
+    def failing_sync(self):
+        """A queue with two records written and the sync they set off made to fail."""
         q = self.queue(sync_every=2)
         q.put(Batch.of([b"a", b"b"]))
         [job] = self.worker.jobs
@@ -367,6 +368,10 @@ class BackgroundSyncTests(Base):
             raise OSError(errno.EIO, "I/O error")
 
         job.fn = fail
+        return q
+
+    def test_a_failed_sync_is_done_again_by_the_next(self):
+        q = self.failing_sync()
         self.worker.run_next()
         self.assertNotIn("t.diskqueue.meta.dat", self.files())
         q.sync()
@@ -375,14 +380,7 @@ class BackgroundSyncTests(Base):
         self.flushLoggedErrors()
 
     def test_close_records_the_last_positions_even_after_a_failed_sync(self):
-        q = self.queue(sync_every=2)
-        q.put(Batch.of([b"a", b"b"]))
-        [job] = self.worker.jobs
-
-        def fail(*args):
-            raise OSError(errno.EIO, "I/O error")
-
-        job.fn = fail
+        q = self.failing_sync()
         closed = q.close()
         self.worker.run_all()
         self.successResultOf(closed)

@@ -4,39 +4,13 @@ this same file run as a script; gevent has no PyPy 3.9 build, so these run on CP
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from twisted.internet import defer
 from twisted.trial.unittest import SkipTest
 
-from tests.support import make_certificates, start_real_node
-from tests.test_e2e_pynsq import PynsqCase, _Child, make_bodies
-
-CHILD_DEADLINE = 15.0
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_gnsq(spec: dict):
-    from twisted.internet import reactor
-
-    child = _Child()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
-    reactor.spawnProcess(child, sys.executable, [sys.executable, os.path.abspath(__file__), json.dumps(spec)],
-                         env=env, path=_ROOT)
-    killer = reactor.callLater(CHILD_DEADLINE + 10, child.transport.signalProcess, "KILL")
-
-    def ended(code):
-        if killer.active():
-            killer.cancel()
-        out = b"".join(child.out).decode("utf-8", "replace")
-        err = b"".join(child.err).decode("utf-8", "replace")
-        if code != 0:
-            raise AssertionError("gnsq child exited with %r\nstdout:\n%s\nstderr:\n%s" % (code, out, err))
-        return json.loads(out)
-
-    return child.ended.addCallback(ended)
+from tests.support import start_tls_node, transport_tests
+from tests.test_e2e_pynsq import CHILD_DEADLINE, PynsqCase, make_bodies, run_child
 
 
 class PlainTransportTests(PynsqCase):
@@ -53,8 +27,7 @@ class PlainTransportTests(PynsqCase):
         PynsqCase.setUp(self)
 
     def start_node(self):
-        self.certificates = make_certificates(self)
-        return start_real_node(self, tls_cert=self.certificates["server"], tls_key=self.certificates["server_key"])
+        return start_tls_node(self)
 
     @defer.inlineCallbacks
     def test_pub_and_mpub_are_each_delivered_exactly_once(self):
@@ -63,35 +36,15 @@ class PlainTransportTests(PynsqCase):
         options = {feature: True for feature in self.features}
         if "tls_v1" in options:
             options["tls_options"] = {"ca_certs": self.certificates["ca"], "cert_reqs": 2}
-        report = yield run_gnsq({"port": self.node.tcp_port, "topic": "g", "pub": [b.hex() for b in singles],
+        report = yield run_child(__file__, {"port": self.node.tcp_port, "topic": "g", "pub": [b.hex() for b in singles],
                                  "mpub": [b.hex() for b in batch], "options": options, "deadline": CHILD_DEADLINE})
         yield self.all_clients_gone()
         self.assertEqual(sorted(bytes.fromhex(h) for h in report["received"]), sorted(singles + batch))
         self.assertChannelDrained("g", "c", 70)
-        self.assertEqual(len(self.clients), 2)
-        for client in self.clients:
-            self.assertEqual((client.tls, client.snappy, client.deflate),
-                             ("tls_v1" in self.features, "snappy" in self.features, "deflate" in self.features))
+        self.assertNegotiated(2)
 
 
-class TLSTests(PlainTransportTests):
-    features = ("tls_v1",)
-
-
-class SnappyTests(PlainTransportTests):
-    features = ("snappy",)
-
-
-class DeflateTests(PlainTransportTests):
-    features = ("deflate",)
-
-
-class TLSSnappyTests(PlainTransportTests):
-    features = ("tls_v1", "snappy")
-
-
-class TLSDeflateTests(PlainTransportTests):
-    features = ("tls_v1", "deflate")
+transport_tests(PlainTransportTests, globals())
 
 
 # -- the child: gnsq on gevent

@@ -25,7 +25,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import TestCase
 
-from tests.support import make_certificates, start_real_node
+from tests.support import start_real_node, start_tls_node, transport_tests
 
 #: seconds the child works before giving up on its own, and before we kill it
 CHILD_DEADLINE = 15.0
@@ -60,14 +60,15 @@ class _Child(ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-def run_pynsq(spec: dict):
-    """Run the pynsq side in a child process; fire with its JSON report."""
+def run_child(script: str, spec: dict):
+    """Run `script` (a test module whose __main__ is a client's side) in a child process with `spec`;
+    fire with its JSON report."""
     from twisted.internet import reactor
 
     child = _Child()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
-    args = [sys.executable, os.path.abspath(__file__), json.dumps(spec)]
+    args = [sys.executable, os.path.abspath(script), json.dumps(spec)]
     reactor.spawnProcess(child, sys.executable, args, env=env, path=_ROOT)
     killer = reactor.callLater(CHILD_KILL_AFTER, child.transport.signalProcess, "KILL")
 
@@ -77,7 +78,7 @@ def run_pynsq(spec: dict):
         out = b"".join(child.out).decode("utf-8", "replace")
         err = b"".join(child.err).decode("utf-8", "replace")
         if code != 0:
-            raise AssertionError("pynsq child exited with %r\nstdout:\n%s\nstderr:\n%s" % (code, out, err))
+            raise AssertionError("%s child exited with %r\nstdout:\n%s\nstderr:\n%s" % (script, code, out, err))
         return json.loads(out)
 
     return child.ended.addCallback(ended)
@@ -135,7 +136,7 @@ class PynsqCase(TestCase):
             "deadline": CHILD_DEADLINE,
             "connection": self.connection,
         }
-        report = yield run_pynsq(spec)
+        report = yield run_child(__file__, spec)
         yield self.all_clients_gone()
         self.assertEqual(report["published"], ["OK"] * (len(pub) + len(mpub)))
         for deliveries in report["deliveries"].values():
@@ -154,6 +155,14 @@ class PynsqCase(TestCase):
         self.assertEqual(got, sorted(bodies))
         self.assertEqual({attempts for _, attempts, _, _ in deliveries}, {1})
         self.assertEqual(len({msg_id for _, _, msg_id, _ in deliveries}), len(bodies))
+
+
+    def assertNegotiated(self, connections: int) -> None:
+        """The node had `connections` clients, each upgraded to exactly self.features."""
+        self.assertEqual(len(self.clients), connections)
+        for client in self.clients:
+            self.assertEqual((client.tls, client.snappy, client.deflate),
+                             ("tls_v1" in self.features, "snappy" in self.features, "deflate" in self.features))
 
 
 class PynsqTests(PynsqCase):
@@ -211,8 +220,7 @@ class PlainTransportTests(PynsqCase):
     features = ()
 
     def start_node(self):
-        self.certificates = make_certificates(self)
-        return start_real_node(self, tls_cert=self.certificates["server"], tls_key=self.certificates["server_key"])
+        return start_tls_node(self)
 
     @property
     def connection(self):
@@ -229,30 +237,10 @@ class PlainTransportTests(PynsqCase):
             "e2e", pub=singles, mpub=[batch], readers=[{"name": "r", "channel": "c", "max_in_flight": 16}])
         self.assertExactlyOnce(report["deliveries"]["r"], singles + batch)
         self.assertChannelDrained("e2e", "c", 100)
-        self.assertEqual(len(self.clients), 2)
-        for client in self.clients:
-            self.assertEqual((client.tls, client.snappy, client.deflate),
-                             ("tls_v1" in self.features, "snappy" in self.features, "deflate" in self.features))
+        self.assertNegotiated(2)
 
 
-class TLSTests(PlainTransportTests):
-    features = ("tls_v1",)
-
-
-class SnappyTests(PlainTransportTests):
-    features = ("snappy",)
-
-
-class DeflateTests(PlainTransportTests):
-    features = ("deflate",)
-
-
-class TLSSnappyTests(PlainTransportTests):
-    features = ("tls_v1", "snappy")
-
-
-class TLSDeflateTests(PlainTransportTests):
-    features = ("tls_v1", "deflate")
+transport_tests(PlainTransportTests, globals())
 
 
 # -- the child: pynsq on tornado's IOLoop

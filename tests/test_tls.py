@@ -62,6 +62,18 @@ class TLSCase(TestCase):
             context.load_cert_chain(self.certs[certificate], self.certs[certificate + "_key"])
         return context
 
+    def outcomes(self, certificates):
+        """For each client certificate (None: none), the frame after the upgrade, or the name of the
+        error the handshake ended in."""
+        outcomes = []
+        for certificate in certificates:
+            try:
+                _, tls = self.upgrade(certificate)
+                outcomes.append(read_frame(tls))
+            except (ssl.SSLError, OSError) as err:
+                outcomes.append(type(err).__name__)
+        return outcomes
+
     def upgrade(self, certificate=None):
         """IDENTIFY with tls_v1, the handshake, and the OK through it: (reply, TLS socket)."""
         sock = self.connect()
@@ -151,17 +163,7 @@ class RequireAnyCertificateTests(TLSCase):
 
     @defer.inlineCallbacks
     def test_any_certificate_is_accepted_none_refused(self):
-        def client():
-            outcomes = []
-            for certificate in ("client", "stranger", None):
-                try:
-                    _, tls = self.upgrade(certificate)
-                    outcomes.append(read_frame(tls))
-                except (ssl.SSLError, OSError) as err:
-                    outcomes.append(type(err).__name__)
-            return outcomes
-
-        signed, stranger, missing = yield deferToThread(client)
+        signed, stranger, missing = yield deferToThread(self.outcomes, ("client", "stranger", None))
         self.assertEqual((signed, stranger), ((RESPONSE, b"OK"), (RESPONSE, b"OK")))
         self.assertNotIsInstance(missing, tuple)
         self.assertEqual(self.node.options.tls_required, 2)
@@ -172,17 +174,7 @@ class RequireVerifiedCertificateTests(TLSCase):
 
     @defer.inlineCallbacks
     def test_only_a_certificate_the_ca_signed_is_accepted(self):
-        def client():
-            outcomes = []
-            for certificate in ("client", "stranger", None):
-                try:
-                    _, tls = self.upgrade(certificate)
-                    outcomes.append(read_frame(tls))
-                except (ssl.SSLError, OSError) as err:
-                    outcomes.append(type(err).__name__)
-            return outcomes
-
-        signed, stranger, missing = yield deferToThread(client)
+        signed, stranger, missing = yield deferToThread(self.outcomes, ("client", "stranger", None))
         self.assertEqual(signed, (RESPONSE, b"OK"))
         self.assertNotIsInstance(stranger, tuple)
         self.assertNotIsInstance(missing, tuple)
