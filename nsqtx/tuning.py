@@ -5,28 +5,12 @@ nsqtx keeps its interpreter's settings.
 """
 from __future__ import annotations
 
-import gc
-
-#: CPython's collector threshold for new container objects (its default is 700), see tune_gc
-GC_THRESHOLD = 10000
 #: what tune_jit sets on PyPy: counters that never decay (its default is decay=40)
 JIT_PARAMS = "decay=0"
 
 
 def tune() -> None:
-    tune_gc()
     tune_jit()
-
-
-def tune_gc() -> None:
-    """Make CPython's cyclic garbage collector run less often in the server process.
-
-    Each delivery creates two container objects that live until FIN (the in-flight record and its
-    heap entry), so a consumer at 200 000 messages/s set off the default collector ~600 times a
-    second: 15% of consume throughput. Queued messages are plain bytes, which it never walks.
-    PyPy's collector has no such threshold."""
-    if hasattr(gc, "set_threshold"):
-        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def tune_jit(cmdline_path: str = "/proc/self/cmdline") -> None:

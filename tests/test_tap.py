@@ -1,7 +1,6 @@
 """`twistd nsqtx`: flags, the TOML config file, their precedence, and start-up failures."""
 from __future__ import annotations
 
-import gc
 import hashlib
 import io
 import os
@@ -341,21 +340,12 @@ class MakeServiceTests(unittest.TestCase):
         jit = FakeJIT()
         replace_module(self, "pypyjit", jit)
         self.patch(tuning, "_jit_chosen", lambda cmdline_path: False)
-        collector = hasattr(gc, "get_threshold")
-        if collector:
-            before = gc.get_threshold()
-            self.addCleanup(gc.set_threshold, *before)
-            gc.set_threshold(700, *before[1:])
         config = tap.Options()
         config.parseOptions([])
         tap.makeService(config)
         self.assertEqual(jit.params, [])
-        if collector:
-            self.assertEqual(gc.get_threshold()[0], 700)
         ServerProcess("nsqtx", MemoryReactorClock()).startService()
         self.assertEqual(jit.params, [tuning.JIT_PARAMS])
-        if collector:
-            self.assertEqual(gc.get_threshold(), (tuning.GC_THRESHOLD,) + before[1:])
 
     def test_tac_runs_the_same_tree(self):
         """The deployment example starts, tunes and stops as `twistd nsqtx` does."""
