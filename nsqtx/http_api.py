@@ -10,12 +10,12 @@ import json
 import socket
 
 from klein import Klein
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from nsqtx import stats
 from nsqtx.errors import FatalClientError, QueueError
 from nsqtx.http_params import BOOL_PARAMS, Params, content_length, int64, read_body
-from nsqtx.http_responses import HTTPError, logged, plain_text, respond_v1, v1
+from nsqtx.http_responses import HTTPError, logged, plain_text, route_errors_as_json, v1
+from nsqtx.http_site import NSQSite
 from nsqtx.log import set_log_level
 from nsqtx.message import new_batch
 from nsqtx.options import LOG_LEVELS, parse_address
@@ -39,22 +39,11 @@ _LOG_LEVEL_NUMBERS = {name: number for number, name in enumerate(LOG_LEVELS, 1)}
 
 class HTTPAPI:
     app = Klein()
+    route_errors_as_json(app)
 
     def __init__(self, node):
         self.node = node
         stats.watch_gc_pauses()
-
-    # -- errors of the router itself: JSON, as httprouter's NotFound / MethodNotAllowed handlers
-
-    @app.handle_errors(NotFound)
-    def not_found(self, request, failure):
-        return respond_v1(request, 404, "NOT_FOUND")
-
-    @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request, failure):
-        allowed = failure.value.valid_methods or ()
-        request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode("ascii"))
-        return respond_v1(request, 405, "METHOD_NOT_ALLOWED")
 
     # -- node
 
@@ -331,3 +320,10 @@ def _addresses(body: bytes) -> list:
 def _nanoseconds(seconds: float) -> int:
     """A duration as Go's time.Duration marshals to JSON."""
     return int(round(seconds * 1e9))
+
+
+def make_site(node) -> NSQSite:
+    """The HTTP listener's factory for `node`: its routes read at most
+    ``max(--max-body-size, --max-msg-size)`` bytes of a body."""
+    options = node.options
+    return NSQSite(HTTPAPI(node).app.resource(), node.reactor, max(options.max_body_size, options.max_msg_size))

@@ -1,21 +1,21 @@
-"""The twisted.web site that serves :class:`~nsqtx.http_api.HTTPAPI`, apart from the routes because
-what it guards against comes before any route runs: the site stores at most
-``max(--max-body-size, --max-msg-size) + 1`` bytes of any body (:class:`BoundedRequest`), whatever a
-client sends, and answers a path that is not UTF-8 with nsqd's JSON 404.
+"""The twisted.web site that serves an HTTP API's Klein routes (nsqd's :class:`~nsqtx.http_api.HTTPAPI`,
+nsqlookupd's :class:`~nsqtx.lookupd.http_api.HTTPAPI`), apart from the routes because what it guards
+against comes before any route runs: the site stores at most one byte more of any body than a route
+reads (:class:`BoundedRequest`), whatever a client sends, and answers a path that is not UTF-8 with
+Go's JSON 404.
 """
 from __future__ import annotations
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from nsqtx.http_api import HTTPAPI
 from nsqtx.http_responses import respond_v1
 
 
 class BoundedRequest(Request):
-    """A request that stores at most ``max(--max-body-size, --max-msg-size) + 1`` bytes of its body:
-    enough for every route to tell "too big", while a client sending more (chunked, or lying about
-    its length) cannot make the node buffer it. The rest is read and dropped.
+    """A request that stores at most its site's ``body_limit + 1`` bytes of its body: enough for
+    every route to tell "too big", while a client sending more (chunked, or lying about its length)
+    cannot make the server buffer it. The rest is read and dropped.
 
     Its body is never parsed as a form: nsqd takes bodies as they are, whatever their Content-Type,
     while twisted.web would parse form-typed ones into request.args first (a cost on every
@@ -29,8 +29,7 @@ class BoundedRequest(Request):
 
     def gotLength(self, length):
         Request.gotLength(self, length)
-        options = self.channel.site.node.options
-        self._body_room = max(options.max_body_size, options.max_msg_size) + 1
+        self._body_room = self.channel.site.body_limit + 1
 
     def handleContentChunk(self, data):
         room = self._body_room
@@ -43,7 +42,7 @@ class BoundedRequest(Request):
 
 
 class _Root(Resource):
-    """Sends a path that is not UTF-8 to nsqd's JSON 404 (Klein would answer it with plain text)."""
+    """Sends a path that is not UTF-8 to Go's JSON 404 (Klein would answer it with plain text)."""
 
     isLeaf = True
 
@@ -61,17 +60,14 @@ class _Root(Resource):
 
 
 class NSQSite(Site):
+    """Serves `routes` (a Klein app's resource), storing at most `body_limit` + 1 bytes of a body."""
+
     requestFactory = BoundedRequest
 
-    def __init__(self, node):
-        Site.__init__(self, _Root(HTTPAPI(node).app.resource()), reactor=node.reactor)
-        self.node = node
+    def __init__(self, routes, reactor, body_limit: int):
+        Site.__init__(self, _Root(routes), reactor=reactor)
+        self.body_limit = body_limit
         self.noisy = False
 
     def log(self, request):
-        """No access log line: the routes log requests once, as nsqd does (and /pub, /mpub not at all)."""
-
-
-def make_site(node) -> Site:
-    """The HTTP listener's factory for `node` (see :meth:`nsqtx.node.NSQD.startService`)."""
-    return NSQSite(node)
+        """No access log line: the routes log requests once, as Go does (and nsqd's /pub, /mpub not at all)."""

@@ -1,4 +1,4 @@
-"""A listening TCP port as a service of a server's tree."""
+"""A listening TCP port as a service of a server's tree, and the connections a server has accepted."""
 from __future__ import annotations
 
 from twisted.application.service import Service
@@ -40,3 +40,29 @@ class Listener(Service):
         if port is None:
             return defer.succeed(None)
         return defer.maybeDeferred(port.stopListening)
+
+
+class Connections(dict):
+    """A server's open connections (the keys, in the order they came), and a Deferred for the moment
+    the last one is gone, which a clean stop waits for."""
+
+    def __init__(self):
+        dict.__init__(self)
+        self._all_closed = None
+
+    def add(self, connection) -> None:
+        self[connection] = None
+
+    def discard(self, connection) -> None:
+        self.pop(connection, None)
+        if not self and self._all_closed is not None:
+            done, self._all_closed = self._all_closed, None
+            done.callback(None)
+
+    def all_closed(self):
+        """A Deferred that fires once no connection is left (at once if none is)."""
+        if not self:
+            return defer.succeed(None)
+        if self._all_closed is None:
+            self._all_closed = defer.Deferred()
+        return self._all_closed

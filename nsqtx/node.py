@@ -23,8 +23,8 @@ from nsqtx.disk_worker import ThreadPoolWorker
 from nsqtx.diskqueue import DiskQueue
 from nsqtx.guid import GUIDFactory
 from nsqtx.health import Health
-from nsqtx.http_site import make_site
-from nsqtx.listener import Listener, server_endpoint
+from nsqtx.http_api import make_site
+from nsqtx.listener import Connections, Listener, server_endpoint
 from nsqtx.log import NSQLogger, set_log_level
 from nsqtx.lookup_peer import LookupPeer
 from nsqtx.message import MIN_DISK_LENGTH
@@ -64,7 +64,7 @@ class NSQD(MultiService):
         self.options.validate()
         self.disk_worker = disk_worker if disk_worker is not None else ThreadPoolWorker(reactor)
         self.topics = {}
-        self.clients = {}
+        self.clients = Connections()
         self.guid = GUIDFactory(self.options.node_id)
         self.start_time = 0.0
         self.health = Health()
@@ -72,7 +72,6 @@ class NSQD(MultiService):
         self.notifier = Notifier()
         self.notifier.listen(self._persist_change)
         self._disk_encoder = DiskEncoder()
-        self._all_closed = None
         #: while metadata is being loaded, changes are not written back one by one
         self._loading = False
         scanner = TimerService(self.options.queue_scan_interval, self.scan_queues)
@@ -192,12 +191,12 @@ class NSQD(MultiService):
         self._persist_metadata()
         waits.extend(topic.close() for topic in list(self.topics.values()))
         if self.clients:
-            self._all_closed = defer.Deferred()
+            all_closed = self.clients.all_closed()
             for client in list(self.clients):
                 client.close()
             if self.clients:
                 cutoff = self.clock.callLater(_CLOSE_GRACE, self._abort_clients)
-                waits.append(self._all_closed.addBoth(_cancel, cutoff))
+                waits.append(all_closed.addBoth(_cancel, cutoff))
         log.info("nsqtx: stopping")
         return defer.DeferredList(waits)
 
@@ -208,13 +207,10 @@ class NSQD(MultiService):
     # -- clients
 
     def client_connected(self, client) -> None:
-        self.clients[client] = None
+        self.clients.add(client)
 
     def client_disconnected(self, client) -> None:
-        self.clients.pop(client, None)
-        if not self.clients and self._all_closed is not None:
-            done, self._all_closed = self._all_closed, None
-            done.callback(None)
+        self.clients.discard(client)
 
     # -- topics
 

@@ -28,7 +28,7 @@ from twisted.web.client import HTTPConnectionPool
 from nsqtx import log as nsqlog
 from nsqtx.disk_worker import InlineWorker
 from nsqtx.diskqueue import DiskQueue
-from nsqtx.http_site import make_site
+from nsqtx.http_api import make_site
 from nsqtx.node import NSQD
 from nsqtx.options import Options
 from tests.support import MESSAGE, RESPONSE, Conn, body as message_body, data_dir, message_id, mpub_body, queued
