@@ -66,3 +66,25 @@ class Connections(dict):
         if self._all_closed is None:
             self._all_closed = defer.Deferred()
         return self._all_closed
+
+    def close_all(self, clock, grace: float):
+        """Close every connection (each a protocol with close() and a transport), so that what it was
+        sent goes out first; abort those still open after `grace` seconds, whose peers do not read.
+        A Deferred that fires once all are gone."""
+        all_closed = self.all_closed()
+        for connection in list(self):
+            connection.close()
+        if not self:
+            return all_closed
+        cutoff = clock.callLater(grace, self._abort_all)
+        return all_closed.addBoth(_cancel, cutoff)
+
+    def _abort_all(self) -> None:
+        for connection in list(self):
+            connection.transport.abortConnection()
+
+
+def _cancel(result, call):
+    if call.active():
+        call.cancel()
+    return result

@@ -41,12 +41,6 @@ log = NSQLogger()
 _CLOSE_GRACE = 2.0
 
 
-def _cancel(result, call):
-    if call.active():
-        call.cancel()
-    return result
-
-
 class NSQD(MultiService):
     name = "nsqd"
 
@@ -190,19 +184,9 @@ class NSQD(MultiService):
         waits = [defer.maybeDeferred(service.stopService) for service in reversed(list(self))]
         self._persist_metadata()
         waits.extend(topic.close() for topic in list(self.topics.values()))
-        if self.clients:
-            all_closed = self.clients.all_closed()
-            for client in list(self.clients):
-                client.close()
-            if self.clients:
-                cutoff = self.clock.callLater(_CLOSE_GRACE, self._abort_clients)
-                waits.append(all_closed.addBoth(_cancel, cutoff))
+        waits.append(self.clients.close_all(self.clock, _CLOSE_GRACE))
         log.info("nsqtx: stopping")
         return defer.DeferredList(waits)
-
-    def _abort_clients(self) -> None:
-        for client in list(self.clients):
-            client.transport.abortConnection()
 
     # -- clients
 
