@@ -9,10 +9,14 @@ import struct
 import sys
 import tempfile
 
+from treq.testing import StubTreq
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.logger import globalLogPublisher
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from nsqtx.disk_worker import InlineWorker
@@ -305,3 +309,203 @@ def replace_module(case, name: str, module) -> None:
         else:
             sys.modules[name] = saved
     case.addCleanup(restore)
+
+
+def logged_until(condition):
+    """A Deferred firing once `condition()` holds: checked now and after each log event, since the
+    servers log every change a test over real sockets waits for (a registration, a connection's end)."""
+    done = defer.Deferred()
+
+    def check(event=None):
+        if not done.called and condition():
+            done.callback(None)
+
+    globalLogPublisher.addObserver(check)
+    check()
+    # removed once the event has reached every observer: the publisher's loop would skip the next one
+    return done.addBoth(lambda result: deferLater(reactor, 0, globalLogPublisher.removeObserver, check)
+                        .addCallback(lambda _: result))
+
+
+# -- nsqlookupd
+
+
+def make_lookupd(case, **overrides):
+    """A started lookupd on a fake reactor (listening, as far as it knows, on 127.0.0.1:4160 and
+    :4161), stopped at cleanup; (lookupd, clock)."""
+    from nsqtx.lookupd.node import NSQLookupd
+    from nsqtx.lookupd.options import LookupdOptions
+
+    options = dict(tcp_address="127.0.0.1:4160", http_address="127.0.0.1:4161", broadcast_address="lookupd.test")
+    options.update(overrides)
+    clock = MemoryReactorClock()
+    clock.advance(1000.0)
+    lookupd = NSQLookupd(LookupdOptions(**options), reactor=clock)
+    lookupd.startService()
+
+    def stop():
+        # the fake transports never report their close: the connections end as a real one's would
+        for client in list(lookupd.clients):
+            client.connectionLost(None)
+        return lookupd.stopService()
+
+    case.addCleanup(stop)
+    return lookupd, clock
+
+
+def v1_responses(data: bytes) -> list:
+    """Every response in `data` (a 4-byte size, then that many bytes), failing on a partial one."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        assert len(data) - pos >= 4, "a partial size at the end: %r" % (data[pos:],)
+        (size,) = struct.unpack_from(">l", data, pos)
+        assert 0 <= size and pos + 4 + size <= len(data), "a partial response at the end: %r" % (data[pos:],)
+        out.append(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return out
+
+
+def identity(**fields) -> dict:
+    """An nsqd's IDENTIFY body fields, as nsqtx's lookup peer sends them."""
+    body = {"version": "1.3.0", "tcp_port": 4150, "http_port": 4151, "hostname": "nsqd.test",
+            "broadcast_address": "nsqd.test"}
+    body.update(fields)
+    return body
+
+
+class V1Conn:
+    """One nsqd's connection to a lookupd over a StringTransport: send commands, read back responses."""
+
+    def __init__(self, lookupd, port=4000, host="10.0.0.1"):
+        from nsqtx.lookupd.protocol_v1 import V1Factory
+
+        self.proto = V1Factory(lookupd).buildProtocol(None)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        self.proto.makeConnection(self.transport)
+        self.id = "%s:%d" % (host, port)
+
+    def send(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def magic(self) -> V1Conn:
+        self.send(b"  V1")
+        return self
+
+    def command(self, line: bytes, body: bytes | None = None) -> None:
+        data = line + b"\n"
+        if body is not None:
+            data += struct.pack(">l", len(body)) + body
+        self.send(data)
+
+    def identify(self, **fields) -> None:
+        self.command(b"IDENTIFY", json.dumps(identity(**fields)).encode())
+
+    def responses(self) -> list:
+        """Every response written since the last call."""
+        data = self.transport.value()
+        self.transport.clear()
+        return v1_responses(data)
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.disconnecting
+
+    def lose(self) -> None:
+        self.proto.connectionLost(None)
+
+
+# -- HTTP
+
+V1_HEADER = b"nsq; version=1.0"
+
+
+class Response:
+    def __init__(self, code: int, headers: dict, body: bytes):
+        self.code = code
+        #: lower-cased header name -> first value
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class HTTPTestMixin:
+    """Requests in-process to a server's HTTP site on a fake reactor (nsqd's or nsqlookupd's), and
+    assertions about Go's way of answering them. serve_http() first."""
+
+    def serve_http(self, clock, port: int) -> None:
+        """Take the site the server listens with on `port` from the fake reactor's listenTCP calls."""
+        [(self.site, interface)] = [(site, interface) for listening, site, _, interface in clock.tcpServers
+                                    if listening == port]
+        self.assertEqual(interface, "127.0.0.1")
+        self.http = StubTreq(self.site.resource)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers=None) -> Response:
+        d = self.http.request(method, "http://nsq.test" + path, data=body, headers=headers)
+        self.http.flush()
+        response = self.successResultOf(d)
+        d = self.http.content(response)
+        self.http.flush()
+        content = self.successResultOf(d)
+        headers = {name.lower(): values[0] for name, values in response.headers.getAllRawHeaders()}
+        return Response(response.code, headers, content)
+
+    def get(self, path: str, headers=None) -> Response:
+        return self.request("GET", path, headers=headers)
+
+    def post(self, path: str, body: bytes | None = None) -> Response:
+        return self.request("POST", path, body)
+
+    def raw(self, data: bytes) -> Response:
+        """Feed raw HTTP/1.1 bytes to the server's own HTTP site; parse the one response."""
+        proto = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(data)
+        out = transport.value()
+        proto.connectionLost(Failure(ConnectionDone()))
+        return parse_http_response(out)
+
+    def assertError(self, response: Response, code: int, message: str):
+        self.assertEqual((response.code, response.body), (code, b'{"message":"%s"}' % message.encode()))
+        self.assertEqual(response.headers.get(b"content-type"), b"application/json; charset=utf-8")
+        self.assertEqual(response.headers.get(b"x-nsq-content-type"), V1_HEADER)
+
+    def assertOK(self, response: Response):
+        self.assertEqual((response.code, response.body), (200, b"OK"))
+        self.assertEqual(response.headers.get(b"x-nsq-content-type"), V1_HEADER)
+
+    def assertEmpty200(self, response: Response):
+        """Go's admin routes answer 200 with an empty body, no Content-Type, the V1 header."""
+        self.assertEqual((response.code, response.body), (200, b""))
+        self.assertNotIn(b"content-type", response.headers)
+        self.assertEqual(response.headers.get(b"x-nsq-content-type"), V1_HEADER)
+
+    def assertJSON(self, response: Response, body: bytes):
+        """A 200 with exactly this JSON (Go's field order and spelling), typed as JSON, with the V1 header."""
+        self.assertEqual((response.code, response.body), (200, body))
+        self.assertEqual(response.headers.get(b"content-type"), b"application/json; charset=utf-8")
+        self.assertEqual(response.headers.get(b"x-nsq-content-type"), V1_HEADER)
+
+
+def parse_http_response(data: bytes) -> Response:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    code = int(lines[0].split(b" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers.setdefault(name.strip().lower(), value.strip())
+    if headers.get(b"transfer-encoding") == b"chunked":
+        content = b""
+        while True:
+            size_line, _, body = body.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            content += body[:size]
+            body = body[size + 2:]
+        body = content
+    return Response(code, headers, body)
