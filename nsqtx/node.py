@@ -24,7 +24,7 @@ from nsqtx.diskqueue import DiskQueue
 from nsqtx.guid import GUIDFactory
 from nsqtx.health import Health
 from nsqtx.http_api import make_site
-from nsqtx.listener import Connections, Listener, server_endpoint
+from nsqtx.listener import ListeningServer
 from nsqtx.log import NSQLogger, set_log_level
 from nsqtx.lookup_peer import LookupPeer
 from nsqtx.message import MIN_DISK_LENGTH
@@ -41,24 +41,19 @@ log = NSQLogger()
 _CLOSE_GRACE = 2.0
 
 
-class NSQD(MultiService):
+class NSQD(ListeningServer):
     name = "nsqd"
 
     def __init__(self, options: Options | None = None, reactor=None, disk_worker=None):
         """`reactor` defaults to the global one; `disk_worker` to a
         :class:`~nsqtx.disk_worker.ThreadPoolWorker` of that reactor (a test on a fake reactor gives
         an :class:`~nsqtx.disk_worker.InlineWorker`)."""
-        MultiService.__init__(self)
-        if reactor is None:
-            from twisted.internet import reactor
-        self.reactor = reactor
-        #: everything time-related goes through this (a task.Clock in tests)
-        self.clock = reactor
+        ListeningServer.__init__(self, reactor)
+        reactor = self.reactor
         self.options = options if options is not None else Options()
         self.options.validate()
         self.disk_worker = disk_worker if disk_worker is not None else ThreadPoolWorker(reactor)
         self.topics = {}
-        self.clients = Connections()
         self.guid = GUIDFactory(self.options.node_id)
         self.start_time = 0.0
         self.health = Health()
@@ -72,24 +67,10 @@ class NSQD(MultiService):
         scanner.clock = reactor
         scanner.setName("queue-scanner")
         scanner.setServiceParent(self)
-        self.tcp = Listener(server_endpoint(reactor, self.options.tcp_address, "--tcp-address"), V2Factory(self))
-        self.tcp.setName("tcp")
-        self.tcp.setServiceParent(self)
-        self.http = Listener(server_endpoint(reactor, self.options.http_address, "--http-address"), make_site(self))
-        self.http.setName("http")
-        self.http.setServiceParent(self)
+        self.listen(V2Factory(self), make_site(self))
         #: address -> LookupPeer, in the order given
         self.lookup_peers = {}
         self.set_lookupd_addresses(self.options.nsqlookupd_tcp_addresses)
-
-    @property
-    def tcp_port(self):
-        """The TCP port it listens on, None while it does not."""
-        return self.tcp.port.getHost().port if self.tcp.port is not None else None
-
-    @property
-    def http_port(self):
-        return self.http.port.getHost().port if self.http.port is not None else None
 
     @property
     def broadcast_tcp_port(self) -> int:

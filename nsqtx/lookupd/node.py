@@ -16,7 +16,7 @@ from __future__ import annotations
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 
-from nsqtx.listener import Connections, Listener, server_endpoint
+from nsqtx.listener import ListeningServer
 from nsqtx.log import NSQLogger, set_log_level
 from nsqtx.lookupd.http_api import make_site
 from nsqtx.lookupd.options import LookupdOptions
@@ -30,36 +30,17 @@ log = NSQLogger()
 CLOSE_GRACE = 2.0
 
 
-class NSQLookupd(MultiService):
+class NSQLookupd(ListeningServer):
     name = "nsqlookupd"
 
     def __init__(self, options: LookupdOptions | None = None, reactor=None):
-        """`reactor` defaults to the global one; it is also the clock (a MemoryReactorClock in tests)."""
-        MultiService.__init__(self)
-        if reactor is None:
-            from twisted.internet import reactor
-        self.reactor = reactor
-        self.clock = reactor
+        """`reactor` defaults to the global one; it is also the clock (a MemoryReactorClock in tests).
+        `clients` holds the nodes' connections (ProtocolV1)."""
+        ListeningServer.__init__(self, reactor)
         self.options = options if options is not None else LookupdOptions()
         self.options.validate()
-        self.db = RegistrationDB(reactor)
-        #: the nodes' connections (ProtocolV1)
-        self.clients = Connections()
-        self.tcp = Listener(server_endpoint(reactor, self.options.tcp_address, "--tcp-address"), V1Factory(self))
-        self.tcp.setName("tcp")
-        self.tcp.setServiceParent(self)
-        self.http = Listener(server_endpoint(reactor, self.options.http_address, "--http-address"), make_site(self))
-        self.http.setName("http")
-        self.http.setServiceParent(self)
-
-    @property
-    def tcp_port(self):
-        """The TCP port it listens on, None while it does not."""
-        return self.tcp.port.getHost().port if self.tcp.port is not None else None
-
-    @property
-    def http_port(self):
-        return self.http.port.getHost().port if self.http.port is not None else None
+        self.db = RegistrationDB(self.clock)
+        self.listen(V1Factory(self), make_site(self))
 
     def startService(self):
         set_log_level(self.options.log_level)
