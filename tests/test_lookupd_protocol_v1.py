@@ -8,21 +8,17 @@ import json
 import socket
 import struct
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv6Address
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from nsqtx.lookupd.protocol_v1 import (MAGIC_V1, MAX_IDENTIFY_SIZE, MAX_LINE_LENGTH, V1Factory, client_address,
                                        decode_identify)
 from nsqtx.lookupd.registration_db import CLIENT, channel_registration, topic_registration
+from tests.properties import SLOW_IS_FINE, NoTracebacksMixin, chunkings, mutations, sized
 from tests.support import V1Conn, identity, make_lookupd, v1_responses
-
-
-def sized(data: bytes) -> bytes:
-    return struct.pack(">l", len(data)) + data
 
 
 class V1Case(TestCase):
@@ -227,40 +223,37 @@ class RegisterTests(V1Case):
             self.assertError(conn, error)
             conn.lose()
 
+    def two_nodes(self, *names) -> tuple:
+        """Two identified nodes, each having registered each of `names` ("topic" or "topic channel")."""
+        nodes = self.identified(4000), self.identified(4001)
+        for conn in nodes:
+            self.send_all(conn, b"REGISTER", names)
+        return nodes
+
+    def send_all(self, conn, command: bytes, names) -> None:
+        for name in names:
+            conn.command(command + b" " + name)
+        self.assertEqual(conn.responses(), [b"OK"] * len(names))
+
     def test_unregister_channel_keeps_it_listed(self):
         """As in Go, a channel's registration stays when its producers go; only an ephemeral one that
         no node has any more goes with them."""
-        a, b = self.identified(4000), self.identified(4001)
-        for conn in (a, b):
-            conn.command(b"REGISTER t c")
-            conn.command(b"REGISTER t c#ephemeral")
-            conn.responses()
-        a.command(b"UNREGISTER t c")
-        a.command(b"UNREGISTER t c#ephemeral")
-        self.assertEqual(a.responses(), [b"OK", b"OK"])
+        channels = (b"t c", b"t c#ephemeral")
+        a, b = self.two_nodes(*channels)
+        self.send_all(a, b"UNREGISTER", channels)
         self.assertEqual(self.producers(channel_registration("t", "c")), [b.id])
         self.assertEqual(self.producers(channel_registration("t", "c#ephemeral")), [b.id])
-        b.command(b"UNREGISTER t c")
-        b.command(b"UNREGISTER t c#ephemeral")
-        self.assertEqual(b.responses(), [b"OK", b"OK"])
+        self.send_all(b, b"UNREGISTER", channels)
         self.assertEqual(self.db.find_registrations("channel", "t", "*"), [channel_registration("t", "c")])
         self.assertEqual(self.producers(topic_registration("t")), [a.id, b.id])
 
     def test_unregister_topic_takes_its_channels_and_an_ephemeral_topic(self):
-        a, b = self.identified(4000), self.identified(4001)
-        for conn in (a, b):
-            conn.command(b"REGISTER t c")
-            conn.command(b"REGISTER e#ephemeral")
-            conn.responses()
-        a.command(b"UNREGISTER t")
-        a.command(b"UNREGISTER e#ephemeral")
-        self.assertEqual(a.responses(), [b"OK", b"OK"])
+        a, b = self.two_nodes(b"t c", b"e#ephemeral")
+        self.send_all(a, b"UNREGISTER", (b"t", b"e#ephemeral"))
         self.assertEqual(self.producers(channel_registration("t", "c")), [b.id])
         self.assertEqual(self.producers(topic_registration("t")), [b.id])
         self.assertEqual(self.producers(topic_registration("e#ephemeral")), [b.id])
-        b.command(b"UNREGISTER t")
-        b.command(b"UNREGISTER e#ephemeral")
-        self.assertEqual(b.responses(), [b"OK", b"OK"])
+        self.send_all(b, b"UNREGISTER", (b"t", b"e#ephemeral"))
         self.assertEqual([r.key for r in self.db.find_registrations("topic", "*", "")], ["t"])
         self.assertEqual(self.producers(topic_registration("t")), [])
 
@@ -362,8 +355,6 @@ class ConnectionEndTests(V1Case):
 
 # -- properties of the parser (hypothesis)
 
-#: no check against the wall clock: a loaded machine (or PyPy's slower start) is no failure
-SLOW_IS_FINE = [HealthCheck.too_slow]
 ERROR_CODES = {b"E_INVALID", b"E_BAD_TOPIC", b"E_BAD_CHANNEL", b"E_BAD_BODY", b"E_BAD_PROTOCOL"}
 
 NAMES = st.sampled_from(["t", "t2", "a.b-c_d", "t#ephemeral", "x" * 64])
@@ -412,18 +403,6 @@ def session_bytes(commands, tail, endings=True) -> bytes:
     return b"".join(parts)
 
 
-@st.composite
-def chunkings(draw, data: bytes):
-    """`data` in pieces: byte by byte (if short), or cut anywhere; shrinks towards one piece."""
-    if len(data) < 2:
-        return [data]
-    if len(data) <= 300 and draw(st.booleans()):
-        return [data[i:i + 1] for i in range(len(data))]
-    cuts = sorted(set(draw(st.lists(st.integers(1, len(data) - 1), max_size=30))))
-    bounds = [0] + cuts + [len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
-
-
 #: command-like garbage: the protocol's words with parameters right and wrong, IDENTIFY with bodies
 #: and sizes right and wrong, and loose bytes
 WORDS = st.sampled_from([b"PING", b"IDENTIFY", b"REGISTER", b"UNREGISTER", b"", b"ping", b"  V1"])
@@ -442,32 +421,15 @@ SOUP = st.lists(st.one_of(LINES, LINES, SIZED, st.binary(max_size=8)), min_size=
 def mutated_sessions(draw):
     """A valid session with a few bytes overwritten, cut out or put in."""
     commands, tail = draw(sessions())
-    data = bytearray(session_bytes(commands, tail))
-    for _ in range(draw(st.integers(1, 3))):
-        at = draw(st.integers(0, len(data)))
-        action = draw(st.sampled_from(["overwrite", "cut", "insert"]))
-        if action == "insert" or at == len(data):
-            data[at:at] = draw(st.binary(min_size=1, max_size=6) | st.sampled_from([b"\n", b" ", b"\xff\xff\xff\xff"]))
-        elif action == "cut":
-            del data[at:at + draw(st.integers(1, 6))]
-        else:
-            data[at] = draw(st.integers(0, 255))
-    return bytes(data)
+    return draw(mutations(session_bytes(commands, tail), least=1))
 
 
 GARBAGE = st.one_of(st.binary(max_size=300), SOUP, SOUP, mutated_sessions())
 
 
-class ParserPropertyBase(TestCase):
+class ParserPropertyBase(NoTracebacksMixin, TestCase):
     def setUp(self):
-        self.tracebacks = []
-
-        def observe(event):
-            if "log_failure" in event:
-                self.tracebacks.append(event["log_failure"].getTraceback())
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.watch_tracebacks()
 
     def feed(self, chunks):
         """A fresh lookupd with a node registered on another connection, and `chunks` fed to a new
@@ -482,10 +444,6 @@ class ParserPropertyBase(TestCase):
             conn.send(chunk)
         self.assertNoTracebacks()
         return lookupd, conn, other
-
-    def assertNoTracebacks(self):
-        tracebacks, self.tracebacks[:] = list(self.tracebacks), []
-        self.assertEqual(tracebacks, [], "the server logged tracebacks:\n" + "\n".join(tracebacks))
 
     def state(self, lookupd) -> list:
         """The registrations and their producers' records, all of what the database holds."""
