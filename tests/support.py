@@ -19,7 +19,6 @@ from twisted.application.service import IService, IServiceCollection, IServiceMa
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.plugin import getPlugins
@@ -109,7 +108,8 @@ def start_real_node(case, **overrides):
     overrides.setdefault("data_path", data_dir(case))
     node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", **overrides))
     node.startService()
-    case.addCleanup(node.stopService)
+    # stopped once, whether or not the test stopped it (a service's children stop once)
+    case.addCleanup(lambda: node.stopService() if node.running else None)
     return node
 
 
@@ -334,19 +334,25 @@ def replace_module(case, name: str, module) -> None:
 
 
 def logged_until(condition):
-    """A Deferred firing once `condition()` holds: checked now and after each log event, since the
-    servers log every change a test over real sockets waits for (a registration, a connection's end)."""
+    """A Deferred firing once `condition()` holds: checked now, and after each log event once the
+    reactor has finished the turn that logged it (the servers log every change a test over real
+    sockets waits for: a registration, a connection's end)."""
     done = defer.Deferred()
+    scheduled = []
 
-    def check(event=None):
+    def check():
+        scheduled[:] = []
         if not done.called and condition():
+            globalLogPublisher.removeObserver(observe)
             done.callback(None)
 
-    globalLogPublisher.addObserver(check)
+    def observe(event):
+        if not scheduled and not done.called:
+            scheduled.append(reactor.callLater(0, check))
+
+    globalLogPublisher.addObserver(observe)
     check()
-    # removed once the event has reached every observer: the publisher's loop would skip the next one
-    return done.addBoth(lambda result: deferLater(reactor, 0, globalLogPublisher.removeObserver, check)
-                        .addCallback(lambda _: result))
+    return done
 
 
 # -- nsqlookupd
