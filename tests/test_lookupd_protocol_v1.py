@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv6Address
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from nsqtx.lookupd.protocol_v1 import (MAGIC_V1, MAX_IDENTIFY_SIZE, MAX_LINE_LENGTH, V1Factory, client_address,
@@ -116,6 +117,17 @@ class IdentifyTests(V1Case):
             conn.command(b"IDENTIFY", body)
             self.assertError(conn, b"E_BAD_BODY IDENTIFY failed to decode JSON body")
         self.assertEqual(self.db.registrations, {})
+
+    def test_an_error_is_logged_once_with_its_cause(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        conn = self.conn()
+        conn.command(b"IDENTIFY", b"{")
+        errors = [formatEvent(e) for e in events if e["log_level"] in (LogLevel.warn, LogLevel.error)]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertTrue(errors[0].startswith("[10.0.0.1:4000] - E_BAD_BODY IDENTIFY failed to decode JSON body - "),
+                        errors[0])
 
     def test_body_size_bounds(self):
         conn = self.conn()

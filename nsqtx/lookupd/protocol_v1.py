@@ -186,9 +186,11 @@ class ProtocolV1(Protocol):
             self._fail(FatalClientError("E_INVALID", "internal error"))
 
     def _fail(self, err: FatalClientError) -> None:
-        """The one place errors are answered: the error's text as the response, then the close."""
+        """The one place errors are answered: the error's text as the response, then the close. The
+        log line adds what caused it, if anything did, as Go's does."""
         wire = str(err).encode("utf-8", "surrogateescape")
-        log.error("[{client}] - {err}", client=self.address, err=wire.decode("utf-8", "replace"))
+        cause = " - %s" % err.__cause__ if err.__cause__ is not None else ""
+        log.error("[{client}] - {err}{cause}", client=self.address, err=wire.decode("utf-8", "replace"), cause=cause)
         self._send(wire)
         self.close()
 
@@ -214,8 +216,7 @@ class ProtocolV1(Protocol):
         try:
             fields = decode_identify(body)
         except ValueError as err:
-            log.error("[{client}] IDENTIFY: {err}", client=self.address, err=err)
-            raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body")
+            raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body") from err
         # the address seen is the node's, whatever it claims
         fields["remote_address"] = self.address
         info = PeerInfo(self.address, **fields)
