@@ -6,19 +6,20 @@ the limits nsqd does) and are served by :mod:`nsqtx.http_site`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import socket
 
 from klein import Klein
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from nsqtx import stats
 from nsqtx.errors import FatalClientError, QueueError
 from nsqtx.http_params import BOOL_PARAMS, Params, content_length, int64, read_body
-from nsqtx.http_responses import HTTPError, logged, plain_text, respond_v1, v1
+from nsqtx.http_responses import HTTPError, logged, plain_text, route_errors_as_json, v1
+from nsqtx.http_site import NSQSite
 from nsqtx.log import set_log_level
 from nsqtx.message import new_batch
-from nsqtx.options import LOG_LEVELS, TLS_MIN_VERSIONS, parse_address
+from nsqtx.options import LOG_LEVELS, TLS_MIN_VERSIONS, TLS_REQUIRED, parse_address
 from nsqtx.mpub import decode_mpub
 from nsqtx.version import NSQD_VERSION
 
@@ -39,22 +40,11 @@ _LOG_LEVEL_NUMBERS = {name: number for number, name in enumerate(LOG_LEVELS, 1)}
 
 class HTTPAPI:
     app = Klein()
+    route_errors_as_json(app)
 
     def __init__(self, node):
         self.node = node
         stats.watch_gc_pauses()
-
-    # -- errors of the router itself: JSON, as httprouter's NotFound / MethodNotAllowed handlers
-
-    @app.handle_errors(NotFound)
-    def not_found(self, request, failure):
-        return respond_v1(request, 404, "NOT_FOUND")
-
-    @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request, failure):
-        allowed = failure.value.valid_methods or ()
-        request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode("ascii"))
-        return respond_v1(request, 405, "METHOD_NOT_ALLOWED")
 
     # -- node
 
@@ -334,3 +324,25 @@ def _addresses(body: bytes) -> list:
 def _nanoseconds(seconds: float) -> int:
     """A duration as Go's time.Duration marshals to JSON."""
     return int(round(seconds * 1e9))
+
+
+def make_site(node, tls: bool = False) -> NSQSite:
+    """The factory of `node`'s HTTP listener, or with `tls` its HTTPS listener's (the TLS layer is
+    the listener's): its routes read at most ``max(--max-body-size, --max-msg-size)`` bytes of a
+    body, and with --tls-required plain HTTP answers nothing but nsqd's 403."""
+    options = node.options
+    gate = None
+    if not tls and options.tls_required == TLS_REQUIRED:
+        gate = functools.partial(_tls_required, node)
+    return NSQSite(HTTPAPI(node).app.resource(), node.reactor, max(options.max_body_size, options.max_msg_size),
+                   gate)
+
+
+def _tls_required(node, request) -> bytes:
+    """nsqd's answer to any plain HTTP request when TLS is required, its body's spacing included."""
+    body = b'{"message": "TLS_REQUIRED", "https_port": %d}' % (node.https_port or 0)
+    request.setResponseCode(403)
+    request.setHeader(b"X-NSQ-Content-Type", b"nsq; version=1.0")
+    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body

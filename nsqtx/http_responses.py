@@ -13,6 +13,8 @@ import json
 import re
 import time
 
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
 from nsqtx.log import NSQLogger
 
 # the requests these decorators log are the API's, so they are logged under its name
@@ -123,6 +125,24 @@ def logged(handler):
                      remote="%s:%s" % (getattr(peer, "host", ""), getattr(peer, "port", "")),
                      elapsed=(time.perf_counter() - start) * 1000)
     return route
+
+
+def route_errors_as_json(app) -> None:
+    """Answer what the Klein `app`'s router itself refuses as httprouter's NotFound and
+    MethodNotAllowed handlers do in nsqd and nsqlookupd: JSON, 404 NOT_FOUND, or 405
+    METHOD_NOT_ALLOWED with the Allow header."""
+    app.handle_errors(NotFound)(_not_found)
+    app.handle_errors(MethodNotAllowed)(_method_not_allowed)
+
+
+def _not_found(api, request, failure):
+    return respond_v1(request, 404, "NOT_FOUND")
+
+
+def _method_not_allowed(api, request, failure):
+    allowed = failure.value.valid_methods or ()
+    request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode("ascii"))
+    return respond_v1(request, 405, "METHOD_NOT_ALLOWED")
 
 
 def _text(value) -> str:

@@ -1,22 +1,21 @@
-"""The twisted.web site that serves :class:`~nsqtx.http_api.HTTPAPI`, apart from the routes because
-what it guards against comes before any route runs: the site stores at most
-``max(--max-body-size, --max-msg-size) + 1`` bytes of any body (:class:`BoundedRequest`), whatever a
-client sends, and answers a path that is not UTF-8 with nsqd's JSON 404.
+"""The twisted.web site that serves an HTTP API's Klein routes (nsqd's :class:`~nsqtx.http_api.HTTPAPI`,
+nsqlookupd's :class:`~nsqtx.lookupd.http_api.HTTPAPI`), apart from the routes because what it guards
+against comes before any route runs: the site stores at most one byte more of any body than a route
+reads (:class:`BoundedRequest`), whatever a client sends, and answers a path that is not UTF-8 with
+Go's JSON 404.
 """
 from __future__ import annotations
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from nsqtx.http_api import HTTPAPI
 from nsqtx.http_responses import respond_v1
-from nsqtx.options import TLS_REQUIRED
 
 
 class BoundedRequest(Request):
-    """A request that stores at most ``max(--max-body-size, --max-msg-size) + 1`` bytes of its body:
-    enough for every route to tell "too big", while a client sending more (chunked, or lying about
-    its length) cannot make the node buffer it. The rest is read and dropped.
+    """A request that stores at most its site's ``body_limit + 1`` bytes of its body: enough for
+    every route to tell "too big", while a client sending more (chunked, or lying about its length)
+    cannot make the server buffer it. The rest is read and dropped.
 
     Its body is never parsed as a form: nsqd takes bodies as they are, whatever their Content-Type,
     while twisted.web would parse form-typed ones into request.args first (a cost on every
@@ -30,8 +29,7 @@ class BoundedRequest(Request):
 
     def gotLength(self, length):
         Request.gotLength(self, length)
-        options = self.channel.site.node.options
-        self._body_room = max(options.max_body_size, options.max_msg_size) + 1
+        self._body_room = self.channel.site.body_limit + 1
 
     def handleContentChunk(self, data):
         room = self._body_room
@@ -44,26 +42,21 @@ class BoundedRequest(Request):
 
 
 class _Root(Resource):
-    """Sends a path that is not UTF-8 to nsqd's JSON 404 (Klein would answer it with plain text), and
-    with --tls-required every request over plain HTTP to nsqd's 403 TLS_REQUIRED."""
+    """Sends a path that is not UTF-8 to Go's JSON 404 (Klein would answer it with plain text); a
+    `gate` answers every request itself when it returns a body (nsqd's TLS_REQUIRED)."""
 
     isLeaf = True
 
-    def __init__(self, routes, node, tls: bool):
+    def __init__(self, routes, gate=None):
         Resource.__init__(self)
         self.routes = routes
-        self.node = node
-        self.refuse = not tls and node.options.tls_required == TLS_REQUIRED
+        self.gate = gate
 
     def render(self, request):
-        if self.refuse:
-            # nsqd's body, spacing included
-            body = b'{"message": "TLS_REQUIRED", "https_port": %d}' % (self.node.https_port or 0)
-            request.setResponseCode(403)
-            request.setHeader(b"X-NSQ-Content-Type", b"nsq; version=1.0")
-            request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-            request.setHeader(b"Content-Length", b"%d" % len(body))
-            return body
+        if self.gate is not None:
+            answer = self.gate(request)
+            if answer is not None:
+                return answer
         try:
             b"/".join(request.postpath).decode("utf-8")
             request.getRequestHostname().decode("utf-8")
@@ -73,18 +66,14 @@ class _Root(Resource):
 
 
 class NSQSite(Site):
+    """Serves `routes` (a Klein app's resource), storing at most `body_limit` + 1 bytes of a body."""
+
     requestFactory = BoundedRequest
 
-    def __init__(self, node, tls: bool):
-        Site.__init__(self, _Root(HTTPAPI(node).app.resource(), node, tls), reactor=node.reactor)
-        self.node = node
+    def __init__(self, routes, reactor, body_limit: int, gate=None):
+        Site.__init__(self, _Root(routes, gate), reactor=reactor)
+        self.body_limit = body_limit
         self.noisy = False
 
     def log(self, request):
-        """No access log line: the routes log requests once, as nsqd does (and /pub, /mpub not at all)."""
-
-
-def make_site(node, tls: bool = False) -> Site:
-    """The factory of `node`'s HTTP listener, or with `tls` its HTTPS listener's (the TLS layer
-    below it is the listener's)."""
-    return NSQSite(node, tls)
+        """No access log line: the routes log requests once, as Go does (and nsqd's /pub, /mpub not at all)."""

@@ -1,7 +1,8 @@
-"""A listening TCP port as a service of a server's tree."""
+"""A listening TCP port as a service of a server's tree, the connections a server has accepted, and
+the shape nsqd and nsqlookupd share: a service tree with a TCP and an HTTP listener."""
 from __future__ import annotations
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
@@ -40,3 +41,86 @@ class Listener(Service):
         if port is None:
             return defer.succeed(None)
         return defer.maybeDeferred(port.stopListening)
+
+
+class Connections(dict):
+    """A server's open connections (the keys, in the order they came), and a Deferred for the moment
+    the last one is gone, which a clean stop waits for."""
+
+    def __init__(self):
+        dict.__init__(self)
+        self._all_closed = None
+
+    def add(self, connection) -> None:
+        self[connection] = None
+
+    def discard(self, connection) -> None:
+        self.pop(connection, None)
+        if not self and self._all_closed is not None:
+            done, self._all_closed = self._all_closed, None
+            done.callback(None)
+
+    def all_closed(self):
+        """A Deferred that fires once no connection is left (at once if none is)."""
+        if not self:
+            return defer.succeed(None)
+        if self._all_closed is None:
+            self._all_closed = defer.Deferred()
+        return self._all_closed
+
+    def close_all(self, clock, grace: float):
+        """Close every connection (each a protocol with close() and a transport), so that what it was
+        sent goes out first; abort those still open after `grace` seconds, whose peers do not read.
+        A Deferred that fires once all are gone."""
+        all_closed = self.all_closed()
+        for connection in list(self):
+            connection.close()
+        if not self:
+            return all_closed
+        cutoff = clock.callLater(grace, self._abort_all)
+        return all_closed.addBoth(_cancel, cutoff)
+
+    def _abort_all(self) -> None:
+        for connection in list(self):
+            connection.transport.abortConnection()
+
+
+def _cancel(result, call):
+    if call.active():
+        call.cancel()
+    return result
+
+
+class ListeningServer(MultiService):
+    """A server whose children include a TCP and an HTTP listener on its options' --tcp-address and
+    --http-address (nsqd, nsqlookupd), with the connections it has accepted. Subclasses set
+    `options` and call listen() while building their tree."""
+
+    def __init__(self, reactor=None):
+        """`reactor` defaults to the global one."""
+        MultiService.__init__(self)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        #: everything time-related goes through this (a task.Clock in tests)
+        self.clock = reactor
+        self.clients = Connections()
+        self.tcp = self.http = None
+
+    def listen(self, tcp_factory, http_factory) -> None:
+        """Add the two listeners as children, in this order (they stop in the reverse one)."""
+        for name, factory in (("tcp", tcp_factory), ("http", http_factory)):
+            flag = "--%s-address" % name
+            listener = Listener(server_endpoint(self.reactor, getattr(self.options, name + "_address"), flag), factory)
+            listener.setName(name)
+            listener.setServiceParent(self)
+            setattr(self, name, listener)
+
+    @property
+    def tcp_port(self):
+        """The TCP port it listens on, None while it does not."""
+        return self.tcp.port.getHost().port if self.tcp.port is not None else None
+
+    @property
+    def http_port(self):
+        return self.http.port.getHost().port if self.http.port is not None else None

@@ -125,13 +125,13 @@ class LookupPeer(Service):
         self.setName("lookupd %s" % address)
         endpoint = client_endpoint(reactor, address)
         self._backoff = retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=PING_INTERVAL)
-        #: connections in a row that ended before they were registered: a lookupd that keeps
+        #: connections in a row that ended before they were identified: a lookupd that keeps
         #: answering garbage is retried with growing delays
         self._failures = 0
         self._client = ClientService(endpoint, _PeerFactory(self), retryPolicy=self._retry_delay, clock=reactor)
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = reactor
-        #: the connection once it is identified and registered
+        #: the connection once it is identified and its registrations are sent
         self._ready = None
         #: what nsqlookupd said of itself in answer to IDENTIFY
         self.info = None
@@ -176,7 +176,6 @@ class LookupPeer(Service):
         }).encode()
         done = protocol.command(b"IDENTIFY", identity)
         done.addCallback(self._identified, protocol)
-        done.addCallback(self._registered, protocol)
         done.addErrback(self._session_failed, protocol)
 
     def _identified(self, response: bytes, protocol):
@@ -193,6 +192,11 @@ class LookupPeer(Service):
         if not info.get("broadcast_address"):
             log.error("LOOKUPD({peer}): no broadcast address", peer=self)
         commands = [self._sent(protocol, command) for command in self._registrations()]
+        # changes from now on go out as they come, behind these REGISTERs on the same connection:
+        # what changes while their answers are on the way is not lost
+        if protocol.open:
+            self._ready = protocol
+            self._failures = 0
         return defer.gatherResults(commands, consumeErrors=True)
 
     def _registrations(self) -> list:
@@ -205,11 +209,6 @@ class LookupPeer(Service):
             else:
                 commands.append(_command(b"REGISTER", topic.name, None))
         return commands
-
-    def _registered(self, _, protocol) -> None:
-        if protocol.open:
-            self._ready = protocol
-            self._failures = 0
 
     def _session_failed(self, failure, protocol) -> None:
         log.error("LOOKUPD({peer}): {error}", peer=self, error=failure.value)

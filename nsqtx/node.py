@@ -25,8 +25,8 @@ from nsqtx.disk_worker import ThreadPoolWorker
 from nsqtx.diskqueue import DiskQueue
 from nsqtx.guid import GUIDFactory
 from nsqtx.health import Health
-from nsqtx.http_site import make_site
-from nsqtx.listener import Listener, server_endpoint
+from nsqtx.http_api import make_site
+from nsqtx.listener import Listener, ListeningServer, server_endpoint
 from nsqtx.log import NSQLogger, set_log_level
 from nsqtx.lookup_peer import LookupPeer
 from nsqtx.message import MIN_DISK_LENGTH
@@ -44,30 +44,19 @@ log = NSQLogger()
 _CLOSE_GRACE = 2.0
 
 
-def _cancel(result, call):
-    if call.active():
-        call.cancel()
-    return result
-
-
-class NSQD(MultiService):
+class NSQD(ListeningServer):
     name = "nsqd"
 
     def __init__(self, options: Options | None = None, reactor=None, disk_worker=None):
         """`reactor` defaults to the global one; `disk_worker` to a
         :class:`~nsqtx.disk_worker.ThreadPoolWorker` of that reactor (a test on a fake reactor gives
         an :class:`~nsqtx.disk_worker.InlineWorker`)."""
-        MultiService.__init__(self)
-        if reactor is None:
-            from twisted.internet import reactor
-        self.reactor = reactor
-        #: everything time-related goes through this (a task.Clock in tests)
-        self.clock = reactor
+        ListeningServer.__init__(self, reactor)
+        reactor = self.reactor
         self.options = options if options is not None else Options()
         self.options.validate()
         self.disk_worker = disk_worker if disk_worker is not None else ThreadPoolWorker(reactor)
         self.topics = {}
-        self.clients = {}
         self.guid = GUIDFactory(self.options.node_id)
         self.start_time = 0.0
         self.health = Health()
@@ -75,19 +64,13 @@ class NSQD(MultiService):
         self.notifier = Notifier()
         self.notifier.listen(self._persist_change)
         self._disk_encoder = DiskEncoder()
-        self._all_closed = None
         #: while metadata is being loaded, changes are not written back one by one
         self._loading = False
         scanner = TimerService(self.options.queue_scan_interval, self.scan_queues)
         scanner.clock = reactor
         scanner.setName("queue-scanner")
         scanner.setServiceParent(self)
-        self.tcp = Listener(server_endpoint(reactor, self.options.tcp_address, "--tcp-address"), V2Factory(self))
-        self.tcp.setName("tcp")
-        self.tcp.setServiceParent(self)
-        self.http = Listener(server_endpoint(reactor, self.options.http_address, "--http-address"), make_site(self))
-        self.http.setName("http")
-        self.http.setServiceParent(self)
+        self.listen(V2Factory(self), make_site(self))
         #: the TLS context of IDENTIFY's tls_v1 and the HTTPS listener; None without a certificate
         self.tls = server_tls(self.options)
         #: who AUTH asks about a secret; None without --auth-http-address (AUTH disabled)
@@ -101,15 +84,6 @@ class NSQD(MultiService):
         #: address -> LookupPeer, in the order given
         self.lookup_peers = {}
         self.set_lookupd_addresses(self.options.nsqlookupd_tcp_addresses)
-
-    @property
-    def tcp_port(self):
-        """The TCP port it listens on, None while it does not."""
-        return self.tcp.port.getHost().port if self.tcp.port is not None else None
-
-    @property
-    def http_port(self):
-        return self.http.port.getHost().port if self.http.port is not None else None
 
     @property
     def https_port(self):
@@ -208,30 +182,17 @@ class NSQD(MultiService):
         waits = [defer.maybeDeferred(service.stopService) for service in reversed(list(self))]
         self._persist_metadata()
         waits.extend(topic.close() for topic in list(self.topics.values()))
-        if self.clients:
-            self._all_closed = defer.Deferred()
-            for client in list(self.clients):
-                client.close()
-            if self.clients:
-                cutoff = self.clock.callLater(_CLOSE_GRACE, self._abort_clients)
-                waits.append(self._all_closed.addBoth(_cancel, cutoff))
+        waits.append(self.clients.close_all(self.clock, _CLOSE_GRACE))
         log.info("nsqtx: stopping")
         return defer.DeferredList(waits)
-
-    def _abort_clients(self) -> None:
-        for client in list(self.clients):
-            client.transport.abortConnection()
 
     # -- clients
 
     def client_connected(self, client) -> None:
-        self.clients[client] = None
+        self.clients.add(client)
 
     def client_disconnected(self, client) -> None:
-        self.clients.pop(client, None)
-        if not self.clients and self._all_closed is not None:
-            done, self._all_closed = self._all_closed, None
-            done.callback(None)
+        self.clients.discard(client)
 
     # -- topics
 

@@ -170,15 +170,21 @@ def parameters(settings, defaults) -> list:
 
 
 class SettingsOptions(usage.Options):
-    """A server's twistd options. Subclasses give `program`, `settings` ((name, kind, help), in the
-    order --help lists them), `options_class` (whose keyword arguments are the names, and which has
-    validate()), `aliases` (config-file key -> name) and `optParameters = parameters(...)`; after
-    parsing, `self.options` is an `options_class`."""
+    """A server's twistd options. Subclasses give `program`, `version_line` (what --version prints),
+    `settings` ((name, kind, help), in the order --help lists them), `options_class` (whose keyword
+    arguments are the names, and which has validate()) and `aliases` (config-file key -> name); their
+    flags follow (see :func:`parameters`). After parsing, `self.options` is an `options_class`."""
 
     program = ""
+    version_line = ""
     settings = ()
     options_class = None
     aliases = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.options_class is not None:
+            cls.optParameters = parameters(cls.settings, cls.options_class())
 
     def __init__(self):
         usage.Options.__init__(self)
@@ -189,12 +195,9 @@ class SettingsOptions(usage.Options):
         """A repeatable flag's value: the flags given replace the config file's list."""
         self.lists.setdefault(name, []).append(convert_flag(kind, value, flag))
 
-    def version(self) -> str:
-        raise NotImplementedError
-
     def opt_version(self):
         """Print the version and exit."""
-        print(self.version())
+        print(self.version_line)
         raise SystemExit(0)
 
     def parseOptions(self, options=None):

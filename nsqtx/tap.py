@@ -6,9 +6,9 @@ from nsqtx.log import set_log_level
 from nsqtx.node import NSQD
 from nsqtx.options import Options as NodeOptions, check_data_path
 from nsqtx.server_process import ServerProcess
-from nsqtx.tls import server_tls
 from nsqtx.settings import (ADDRESS, ADDRESS_LIST, BOOL, DURATION, INTEGER, LOG_LEVEL, STRING, STRING_LIST,
-                            TLS_REQUIRED, SettingsOptions, parameters)
+                            TLS_REQUIRED, SettingsOptions)
+from nsqtx.tls import server_tls
 from nsqtx.version import NSQD_VERSION, __version__
 
 #: (Options attribute, kind, help), in the order Go nsqd lists its flags. The flag is the attribute
@@ -66,24 +66,17 @@ SETTINGS = [
 FILE_ALIASES = {"id": "node_id"}
 
 
-def version_string() -> str:
-    return "nsqtx v%s (nsqd %s compatible)" % (__version__, NSQD_VERSION)
-
-
 class NSQDOptions(SettingsOptions):
     longdesc = ("Runs nsqd (protocol V2, wire-compatible with NSQ 1.3). Durations use Go syntax "
                 "(60s, 250ms, 1m30s). Flags override values from --config.")
 
     program = "nsqtx"
+    version_line = "nsqtx v%s (nsqd %s compatible)" % (__version__, NSQD_VERSION)
     settings = SETTINGS
     options_class = NodeOptions
     aliases = FILE_ALIASES
-    optParameters = parameters(SETTINGS, NodeOptions())
 
     options: NodeOptions
-
-    def version(self) -> str:
-        return version_string()
 
     def opt_lookupd_tcp_address(self, address):
         """lookupd TCP address (may be given multiple times)"""

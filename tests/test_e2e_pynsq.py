@@ -23,9 +23,12 @@ import sys
 
 from twisted.internet import defer
 from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.support import start_real_node, start_tls_node, transport_tests
+from nsqtx.lookupd.node import NSQLookupd
+from nsqtx.lookupd.options import LookupdOptions
+from tests.support import logged_until, start_real_node, start_tls_node, transport_tests
 
 #: seconds the child works before giving up on its own, and before we kill it
 CHILD_DEADLINE = 15.0
@@ -124,11 +127,13 @@ class PynsqCase(TestCase):
         return done
 
     @defer.inlineCallbacks
-    def exchange(self, topic, pub=(), mpub=(), readers=()):
-        """Publish with a pynsq Writer and consume with pynsq Readers; return the child's report once
-        the server has handled everything the child sent."""
+    def exchange(self, topic, pub=(), mpub=(), readers=(), lookupd=None):
+        """Publish with a pynsq Writer and consume with pynsq Readers (which find the node through
+        `lookupd`'s HTTP address, if given); return the child's report once the server has handled
+        everything the child sent."""
         spec = {
             "address": "127.0.0.1:%d" % self.node.tcp_port,
+            "lookupd": lookupd,
             "topic": topic,
             "pub": [body.hex() for body in pub],
             "mpub": [[body.hex() for body in batch] for batch in mpub],
@@ -243,6 +248,34 @@ class PlainTransportTests(PynsqCase):
 transport_tests(PlainTransportTests, globals())
 
 
+class LookupdTests(PynsqCase):
+    """pynsq's Reader given only nsqtx-lookupd's HTTP address, as consumers are usually set up."""
+
+    def setUp(self):
+        self.lookupd = NSQLookupd(LookupdOptions(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0"))
+        self.lookupd.startService()
+        self.addCleanup(self.lookupd.stopService)
+        # pynsq connects to the address the node registers, so it must be this host's
+        self.node = start_real_node(self, broadcast_address="127.0.0.1",
+                                    nsqlookupd_tcp_addresses=["127.0.0.1:%d" % self.lookupd.tcp_port])
+
+    @defer.inlineCallbacks
+    def test_a_reader_finds_the_node_through_lookupd_and_consumes(self):
+        self.node.get_topic("e2e_lookupd")
+        yield logged_until(lambda: self.lookupd.db.find_producers("topic", "e2e_lookupd", ""))
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        bodies = make_bodies("lookupd", 20, 4)
+        report = yield self.exchange("e2e_lookupd", mpub=[bodies], lookupd="127.0.0.1:%d" % self.lookupd.http_port,
+                                     readers=[{"name": "r", "channel": "c", "max_in_flight": 8}])
+        self.assertExactlyOnce(report["deliveries"]["r"], bodies)
+        self.assertChannelDrained("e2e_lookupd", "c", 20)
+        self.assertIn("200 GET /lookup?topic=e2e_lookupd", [formatEvent(e).split(" (")[0] for e in events])
+        # the Reader's channel was registered with lookupd as the node made it
+        self.assertEqual([r.subkey for r in self.lookupd.db.find_registrations("channel", "e2e_lookupd", "*")], ["c"])
+
+
 # -- the child: pynsq on tornado's IOLoop
 
 
@@ -324,8 +357,11 @@ def _child_main(spec: dict) -> int:
     connection = spec["connection"]
     writer = Writer([address], **connection)
     for r in spec["readers"]:
+        # a Reader through lookupd queries it at once, and again every second if it found nothing
+        sources = ({"lookupd_http_addresses": [spec["lookupd"]], "lookupd_poll_interval": 1} if spec["lookupd"]
+                   else {"nsqd_tcp_addresses": [address]})
         readers.append(Reader(
-            topic, r["channel"], name=r["name"], nsqd_tcp_addresses=[address], max_in_flight=r["max_in_flight"],
+            topic, r["channel"], name=r["name"], max_in_flight=r["max_in_flight"], **sources,
             message_handler=make_handler(r["name"], r["channel"], set(bytes.fromhex(h) for h in r["requeue_first"])),
             max_backoff_duration=0.5, requeue_delay=0, **connection))
 

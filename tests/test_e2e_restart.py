@@ -20,7 +20,7 @@ import urllib.request
 
 from twisted.trial import unittest
 
-from tests.test_tap import free_port, make_tempdir, subprocess_env, twistd, wait_for_ping
+from tests.support import data_dir, free_port, subprocess_env, twistd, wait_for_ping
 
 RESPONSE, ERROR, MESSAGE = 0, 1, 2
 HEARTBEAT = b"_heartbeat_"
@@ -218,8 +218,8 @@ class RestartTests(unittest.TestCase):
     READ_TIMEOUT = 30.0
 
     def setUp(self):
-        self.data_path = make_tempdir(self)
-        self.log_dir = make_tempdir(self)
+        self.data_path = data_dir(self)
+        self.log_dir = data_dir(self)
         self.servers = []
 
     def start(self, *flags) -> Server:

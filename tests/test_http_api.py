@@ -28,27 +28,16 @@ from twisted.web.client import HTTPConnectionPool
 from nsqtx import log as nsqlog
 from nsqtx.disk_worker import InlineWorker
 from nsqtx.diskqueue import DiskQueue
-from nsqtx.http_site import make_site
+from nsqtx.http_api import make_site
 from nsqtx.node import NSQD
 from nsqtx.options import Options
-from tests.support import MESSAGE, RESPONSE, Conn, body as message_body, data_dir, message_id, mpub_body, queued
+from tests.support import (MESSAGE, RESPONSE, V1_HEADER, Conn, HTTPTestMixin, body as message_body, data_dir, message_id,
+                           mpub_body, parse_http_response, queued)
 
 START = 1000.0
-V1_HEADER = b"nsq; version=1.0"
 
 
-class Response:
-    def __init__(self, code: int, headers: dict, body: bytes):
-        self.code = code
-        #: lower-cased header name -> first value
-        self.headers = headers
-        self.body = body
-
-    def json(self):
-        return json.loads(self.body)
-
-
-class APITestCase(TestCase):
+class APITestCase(HTTPTestMixin, TestCase):
     options = {}
 
     def setUp(self):
@@ -60,54 +49,7 @@ class APITestCase(TestCase):
         self.node.startService()
         # PUT /config/log_level changes the process-wide level: put it back
         self.addCleanup(nsqlog.set_log_level, "info")
-        port, self.site, _, interface = self.clock.tcpServers[1]
-        self.assertEqual((port, interface), (4151, "127.0.0.1"))
-        self.http = StubTreq(self.site.resource)
-
-    # -- requests
-
-    def request(self, method: str, path: str, body: bytes | None = None) -> Response:
-        d = self.http.request(method, "http://nsqd.test" + path, data=body)
-        self.http.flush()
-        response = self.successResultOf(d)
-        d = self.http.content(response)
-        self.http.flush()
-        content = self.successResultOf(d)
-        headers = {name.lower(): values[0] for name, values in response.headers.getAllRawHeaders()}
-        return Response(response.code, headers, content)
-
-    def get(self, path: str) -> Response:
-        return self.request("GET", path)
-
-    def post(self, path: str, body: bytes | None = None) -> Response:
-        return self.request("POST", path, body)
-
-    def raw(self, data: bytes) -> Response:
-        """Feed raw HTTP/1.1 bytes to the node's own HTTP site; parse the one response."""
-        proto = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
-        transport = StringTransport()
-        proto.makeConnection(transport)
-        proto.dataReceived(data)
-        out = transport.value()
-        proto.connectionLost(Failure(ConnectionDone()))
-        return parse_http_response(out)
-
-    # -- assertions
-
-    def assertError(self, response: Response, code: int, message: str):
-        self.assertEqual((response.code, response.body), (code, b'{"message":"%s"}' % message.encode()))
-        self.assertEqual(response.headers.get(b"content-type"), b"application/json; charset=utf-8")
-        self.assertEqual(response.headers.get(b"x-nsq-content-type"), V1_HEADER)
-
-    def assertOK(self, response: Response):
-        self.assertEqual((response.code, response.body), (200, b"OK"))
-        self.assertEqual(response.headers.get(b"x-nsq-content-type"), V1_HEADER)
-
-    def assertEmpty200(self, response: Response):
-        """nsqd's admin routes answer 200 with an empty body, no Content-Type, the V1 header."""
-        self.assertEqual((response.code, response.body), (200, b""))
-        self.assertNotIn(b"content-type", response.headers)
-        self.assertEqual(response.headers.get(b"x-nsq-content-type"), V1_HEADER)
+        self.serve_http(self.clock, 4151)
 
     # -- node helpers
 
@@ -126,27 +68,6 @@ class APITestCase(TestCase):
         response = self.get("/stats?format=json" + query)
         self.assertEqual(response.code, 200)
         return response.json()
-
-
-def parse_http_response(data: bytes) -> Response:
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    code = int(lines[0].split(b" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers.setdefault(name.strip().lower(), value.strip())
-    if headers.get(b"transfer-encoding") == b"chunked":
-        content = b""
-        while True:
-            size_line, _, body = body.partition(b"\r\n")
-            size = int(size_line, 16)
-            if size == 0:
-                break
-            content += body[:size]
-            body = body[size + 2:]
-        body = content
-    return Response(code, headers, body)
 
 
 def chunked(path: bytes, chunks) -> bytes:

@@ -7,9 +7,8 @@ import shutil
 import struct
 import tempfile
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from nsqtx.guid import GUIDFactory
@@ -17,6 +16,7 @@ from nsqtx.mpub import decode_mpub
 from nsqtx.protocol_v2 import MAGIC_V2
 from tests.support import (ERROR, MESSAGE, RESPONSE, Conn, ConnCase, body, decode, disconnect_all, make_node, message_id,
                            mpub_body, queued)
+from tests.properties import SLOW_IS_FINE, NoTracebacksMixin, chunkings, mutations, sized
 
 
 class MagicTests(ConnCase):
@@ -872,8 +872,6 @@ class DeferFanOutTests(ConnCase):
 
 #: the GUID factories' clock: any fixed time (ns) gives every run the same IDs
 _GUID_NS = 1_700_000_000 * 10 ** 9
-#: no check against the wall clock: a loaded machine (or PyPy's slower start) is no failure
-SLOW_IS_FINE = [HealthCheck.too_slow]
 PROP_MAX_MSG_SIZE = 2048
 PROP_MAX_BODY_SIZE = 8192
 NON_FATAL_CODES = {b"E_FIN_FAILED", b"E_REQ_FAILED", b"E_TOUCH_FAILED"}
@@ -897,32 +895,6 @@ def strict_frames(data: bytes) -> list:
         out.append((kind, data[pos + 8:pos + 4 + size]))
         pos += 4 + size
     return out
-
-
-def sized(data: bytes) -> bytes:
-    return struct.pack(">l", len(data)) + data
-
-
-def split_at(data: bytes, cuts) -> list:
-    """`data` cut at the given offsets (sorted, unique, within 1..len-1)."""
-    bounds = [0] + list(cuts) + [len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
-
-
-@st.composite
-def chunkings(draw, data: bytes, marks=()):
-    """`data` in pieces, as hypothesis cuts it: byte by byte (if short), or anywhere, and also
-    just around `marks` (where sizes, bodies and lines start and end), so that a long body is cut
-    inside its size or next to its end as often as elsewhere; shrinks towards one piece."""
-    if len(data) < 2:
-        return [data]
-    if len(data) <= 400 and draw(st.booleans()):
-        return [data[i:i + 1] for i in range(len(data))]
-    cuts = set(draw(st.lists(st.integers(1, len(data) - 1), max_size=40)))
-    if marks:
-        near = draw(st.lists(st.tuples(st.sampled_from(sorted(marks)), st.integers(-2, 5)), max_size=12))
-        cuts.update(mark + delta for mark, delta in near if 0 < mark + delta < len(data))
-    return split_at(data, sorted(cuts))
 
 
 #: pieces of bodies: anything, and what looks like the protocol (line endings, commands, sizes, magic)
@@ -1043,16 +1015,9 @@ def expected_answers(commands) -> list:
     return out
 
 
-class ParserPropertyBase(TestCase):
+class ParserPropertyBase(NoTracebacksMixin, TestCase):
     def setUp(self):
-        self.tracebacks = []
-
-        def observe(event):
-            if "log_failure" in event:
-                self.tracebacks.append(event["log_failure"].getTraceback())
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.watch_tracebacks()
         root = tempfile.mkdtemp(prefix="nsqtx-props-")
         self.addCleanup(shutil.rmtree, root, True)
         self._root = root
@@ -1067,10 +1032,6 @@ class ParserPropertyBase(TestCase):
                                 max_body_size=PROP_MAX_BODY_SIZE)
         node.guid = GUIDFactory(node.options.node_id, clock=lambda: _GUID_NS)
         return node, clock
-
-    def assertNoTracebacks(self):
-        tracebacks, self.tracebacks[:] = list(self.tracebacks), []
-        self.assertEqual(tracebacks, [], "the server logged tracebacks:\n" + "\n".join(tracebacks))
 
     def settle(self, node, clock):
         """The same timers fired in every run, once its input is all in: drains, flush timeouts,
@@ -1196,17 +1157,7 @@ def mutated_sessions(draw):
         at = draw(st.integers(0, len(words)))
         words[at:at + 1] = [draw(PARAMS)]
         commands = commands[:i] + [(b" ".join(words), ending, payload)] + commands[i + 1:]
-    data = bytearray(session_bytes(commands, tail))
-    for _ in range(draw(st.integers(0, 3))):
-        at = draw(st.integers(0, len(data)))
-        action = draw(st.sampled_from(["overwrite", "cut", "insert"]))
-        if action == "insert" or at == len(data):
-            data[at:at] = draw(st.binary(min_size=1, max_size=6) | st.sampled_from([b"\n", b" ", b"\xff\xff\xff\xff"]))
-        elif action == "cut":
-            del data[at:at + draw(st.integers(1, 6))]
-        else:
-            data[at] = draw(st.integers(0, 255))
-    return bytes(data)
+    return draw(mutations(session_bytes(commands, tail)))
 
 
 GARBAGE = st.one_of(st.binary(max_size=300), SOUP, SOUP, mutated_sessions())

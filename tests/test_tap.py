@@ -4,28 +4,20 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import zlib
 
-from twisted.application.service import IService, IServiceCollection, IServiceMaker, loadApplication
 from twisted.internet.testing import MemoryReactorClock
-from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
-import nsqtx
 from nsqtx import tap, tuning
-from nsqtx.log import debug_enabled, set_log_level
 from nsqtx.node import NSQD
-from nsqtx.server_process import ExitZeroOnSignals, ServerProcess
+from nsqtx.server_process import ServerProcess
 from nsqtx.version import NSQD_VERSION, __version__
-from tests.support import FakeJIT, make_certificates, replace_module
+from tests.support import (FakeJIT, MakeServiceTestsMixin, ParseTestsMixin, TwistdTestsMixin, data_dir,
+                           make_certificates, replace_module)
 
 HOSTNAME = socket.gethostname()
 
@@ -123,32 +115,9 @@ def parse(*argv):
     return config.options
 
 
-def make_tempdir(case):
-    """A directory removed after the test; unlike TestCase.mktemp, outside the cwd under pytest."""
-    path = tempfile.mkdtemp(prefix="nsqtx-test-")
-    case.addCleanup(shutil.rmtree, path, True)
-    return path
-
-
-class ParseTestsMixin:
-    def write_config(self, text):
-        path = os.path.join(make_tempdir(self), "nsqd.cfg")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        return path
-
-    def assertStartupError(self, argv, *needles):
-        """The one-line message twistd prints when start-up is refused, checked for each needle."""
-        e = self.assertRaises(SystemExit, parse, *argv)
-        self.assertIsInstance(e.code, str)
-        self.assertTrue(e.code.startswith("nsqtx: "), e.code)
-        self.assertNotIn("\n", e.code)
-        for needle in needles:
-            self.assertIn(needle, e.code)
-        return e.code
-
-
 class FlagTests(ParseTestsMixin, unittest.TestCase):
+    config_class = tap.NSQDOptions
+
     def test_defaults_match_go_nsqd(self):
         options = parse()
         for name, value in GO_DEFAULTS.items():
@@ -164,12 +133,12 @@ class FlagTests(ParseTestsMixin, unittest.TestCase):
             self.assertEqual(getattr(options, name), value, flag)
 
     def test_unreadable_tls_files_are_refused(self):
-        missing = os.path.join(make_tempdir(self), "cert.pem")
+        missing = os.path.join(data_dir(self), "cert.pem")
         self.assertStartupError(["--tls-cert=" + missing, "--tls-key=" + missing], "failed to build TLS config",
                                 missing)
 
     def test_missing_data_path_is_refused(self):
-        missing = os.path.join(make_tempdir(self), "nope")
+        missing = os.path.join(data_dir(self), "nope")
         self.assertStartupError(["--data-path=" + missing], "--data-path", "is not a directory")
 
     def test_separate_argument(self):
@@ -224,6 +193,8 @@ class FlagTests(ParseTestsMixin, unittest.TestCase):
 
 
 class ConfigFileTests(ParseTestsMixin, unittest.TestCase):
+    config_class = tap.NSQDOptions
+
     def test_values(self):
         path = self.write_config(
             'tcp_address = "127.0.0.1:5150"\n'
@@ -313,27 +284,14 @@ class ConfigFileTests(ParseTestsMixin, unittest.TestCase):
         self.assertStartupError(["--config", path], "TOML", path)
 
     def test_missing_file(self):
-        path = os.path.join(make_tempdir(self), "missing.cfg")
+        path = os.path.join(data_dir(self), "missing.cfg")
         self.assertStartupError(["--config", path], path)
 
 
-class MakeServiceTests(unittest.TestCase):
-    def setUp(self):
-        self.addCleanup(set_log_level, "info")
-
-    def test_service(self):
-        config = tap.Options()
-        config.parseOptions(["--tcp-address=127.0.0.1:0", "--http-address=127.0.0.1:0"])
-        top = tap.makeService(config)
-        self.assertTrue(IService.providedBy(top))
-        self.assertIs(self.assertServerTree(top).options, config.options)
-
-    def test_sets_log_level(self):
-        for level, debug in [("debug", True), ("error", False)]:
-            config = tap.Options()
-            config.parseOptions(["--log-level=" + level])
-            tap.makeService(config)
-            self.assertEqual(debug_enabled(), debug, level)
+class MakeServiceTests(MakeServiceTestsMixin, unittest.TestCase):
+    tap = tap
+    server_class = NSQD
+    tac = "nsqd.tac"
 
     def test_started_service_tunes_the_interpreter(self):
         """Only the server process is tuned (see nsqtx.tuning): makeService alone changes nothing."""
@@ -347,136 +305,15 @@ class MakeServiceTests(unittest.TestCase):
         ServerProcess("nsqtx", MemoryReactorClock()).startService()
         self.assertEqual(jit.params, [tuning.JIT_PARAMS])
 
-    def test_tac_runs_the_same_tree(self):
-        """The deployment example starts, tunes and stops as `twistd nsqtx` does."""
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tac", "nsqd.tac")
-        [top] = list(IServiceCollection(loadApplication(path, "python")))
-        self.assertEqual(vars(self.assertServerTree(top).options), vars(nsqtx.Options()))
 
-    def assertServerTree(self, top) -> NSQD:
-        """What `twistd nsqtx` runs, not yet started: a ServerProcess (which tunes the interpreter and
-        makes start-up errors one line) holding the node and the signal handlers; returns the node."""
-        self.assertIsInstance(top, ServerProcess)
-        node = top.getServiceNamed("nsqd")
-        self.assertIsInstance(node, NSQD)
-        self.assertIsInstance(top.getServiceNamed("exit-zero-on-signals"), ExitZeroOnSignals)
-        self.assertFalse(node.running)
-        return node
+class TwistdTests(TwistdTestsMixin, unittest.TestCase):
+    program = "nsqtx"
+    bad_flag = ("--msg-timeout=banana", "msg-timeout", "banana")
 
-    def test_plugin(self):
-        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
-        self.assertIn("nsqtx", makers)
-        self.assertIs(makers["nsqtx"].options, tap.NSQDOptions)
-        self.assertIs(makers["nsqtx"].makeService, tap.makeService)
+    def server_args(self) -> list:
+        return ["--data-path=" + self.workdir]
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def twistd(*args):
-    """argv running twistd with this interpreter, so PyPy test runs start a PyPy nsqd."""
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"] + list(args)
-
-
-def wait_for_ping(case, proc, http_port: int, timeout: float, output) -> bytes:
-    """Poll a twistd subprocess' /ping until it answers (its body) or `timeout` passes; fail the test
-    with the server's `output()` if it exits or stays silent. The only wall-clock wait in the suite,
-    and only because the server is a real process."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            case.fail("twistd exited with %s before answering:\n%s" % (proc.returncode, output()))
-        if time.monotonic() > deadline:
-            case.fail("no answer on /ping within %ss:\n%s" % (timeout, output()))
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/ping" % http_port, timeout=2) as r:
-                return r.read()
-        except OSError:
-            time.sleep(0.05)
-
-
-def subprocess_env():
-    """The child imports the same nsqtx as this process (the source tree or the installed copy)."""
-    env = dict(os.environ)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(nsqtx.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
-
-
-class TwistdTests(unittest.TestCase):
-    """The real `twistd -n nsqtx` in a subprocess; the only tests here that wait on a clock."""
-
-    START_TIMEOUT = 60.0
-    STOP_TIMEOUT = 30.0
-
-    def setUp(self):
-        self.workdir = make_tempdir(self)
-
-    def test_serves_and_shuts_down_on_sigterm(self):
-        tcp_port, http_port = free_port(), free_port()
-        log_path = os.path.join(self.workdir, "twistd.out")
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                twistd("-n", "--pidfile=", "nsqtx", "--tcp-address=127.0.0.1:%d" % tcp_port,
-                       "--http-address=127.0.0.1:%d" % http_port, "--data-path=" + self.workdir),
-                cwd=self.workdir, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
-        self.addCleanup(self.kill, proc)
-
-        def output():
-            with open(log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-
-        self.assertEqual(wait_for_ping(self, proc, http_port, self.START_TIMEOUT, output), b"OK")
-        client = socket.create_connection(("127.0.0.1", tcp_port), timeout=self.STOP_TIMEOUT)
-        self.addCleanup(client.close)
-        # A published message answered OK: the server has accepted and is serving this client.
+    def exchange(self, client) -> None:
+        """A published message answered OK: the server has accepted and is serving this client."""
         client.sendall(b"  V2PUB t\n\x00\x00\x00\x02hi")
         self.assertEqual(client.recv(10), b"\x00\x00\x00\x06\x00\x00\x00\x00OK")
-
-        proc.send_signal(signal.SIGTERM)
-        try:
-            status = proc.wait(self.STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.fail("twistd still running %ss after SIGTERM:\n%s" % (self.STOP_TIMEOUT, output()))
-        self.assertEqual(status, 0, output())
-        self.assertIn("Server Shut Down.", output())
-        self.assertEqual(client.recv(100), b"", "the connected client was not closed")
-
-    def test_port_in_use_is_one_line(self):
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        result = subprocess.run(
-            twistd("-n", "--pidfile=", "nsqtx", "--tcp-address=127.0.0.1:%d" % taken.getsockname()[1],
-                   "--http-address=127.0.0.1:0", "--data-path=" + self.workdir),
-            cwd=self.workdir, env=subprocess_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, timeout=self.START_TIMEOUT)
-        # twistd's log (stdout with -n) has taken over stderr by then: the line is its last entry
-        output = (result.stdout + result.stderr).decode("utf-8", "replace")
-        self.assertEqual(result.returncode, 1, output)
-        self.assertNotIn("Traceback", output)
-        self.assertIn("nsqtx: Couldn't listen on 127.0.0.1:%d" % taken.getsockname()[1], output.splitlines()[-1])
-
-    def test_bad_flag_is_one_line(self):
-        result = subprocess.run(
-            twistd("-n", "--pidfile=", "nsqtx", "--msg-timeout=banana"), cwd=self.workdir,
-            env=subprocess_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, timeout=self.START_TIMEOUT)
-        stderr = result.stderr.decode("utf-8", "replace")
-        self.assertEqual(result.returncode, 1, stderr)
-        self.assertNotIn("Traceback", stderr)
-        self.assertEqual(result.stdout, b"")
-        lines = stderr.splitlines()
-        self.assertEqual(len(lines), 1, stderr)
-        self.assertIn("msg-timeout", lines[0])
-        self.assertIn("banana", lines[0])
-
-    def kill(self, proc):
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
