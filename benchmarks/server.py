@@ -23,8 +23,9 @@ START_TIMEOUT = 60.0
 #: a warning or error in nsqtx's text log (Twisted's "[name#level]") or in Go nsqd's ("LEVEL: ")
 _PROBLEM = re.compile(r"#(warn|error|critical)\]|Traceback|Unhandled| (WARNING|ERROR|FATAL): ")
 #: nsqload leaving: it closes its connections with messages in flight at the end of every run, which
-#: Go nsqd logs as an ERROR ("write: broken pipe", "read: connection reset by peer")
-_PEER_LEFT = re.compile(r": (broken pipe|connection reset by peer)$")
+#: Go nsqd logs as an ERROR ("write: broken pipe", "read: connection reset by peer", or, when its
+#: reader has closed the connection first, "use of closed network connection")
+_PEER_LEFT = re.compile(r": (broken pipe|connection reset by peer|use of closed network connection)$")
 
 
 def free_port() -> int:

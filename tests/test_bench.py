@@ -815,6 +815,8 @@ class GoNsqdTests(unittest.TestCase):
                     "[nsqd] 2026/11/23 03:04:07.508914 ERROR: client(127.0.0.1:47294) - failed to read command - "
                     "read tcp 127.0.0.1:58403->127.0.0.1:47294: read: connection reset by peer\n"
                     "[nsqd] 2026/11/23 03:04:20.120049 ERROR: PROTOCOL(V2): [127.0.0.1:44924] messagePump error - "
-                    "write tcp 127.0.0.1:37307->127.0.0.1:44924: write: broken pipe\n")
+                    "write tcp 127.0.0.1:37307->127.0.0.1:44924: write: broken pipe\n"
+                    "[nsqd] 2026/12/07 04:07:59.655579 ERROR: PROTOCOL(V2): [127.0.0.1:43150] messagePump error - "
+                    "write tcp 127.0.0.1:46101->127.0.0.1:43150: use of closed network connection\n")
         self.assertEqual([line.split(" ", 3)[3] for line in server.new_log_problems()],
                          ["WARNING: PROTOCOL(V2): slow", "ERROR: failed to sync", "FATAL: listen failed"])
