@@ -21,8 +21,9 @@ from twisted.trial import unittest
 from benchmarks.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args, rerun_stale,
                             run_rounds)
 from benchmarks import meters, scenarios
+from benchmarks.certificates import make_certificates
 from benchmarks.meters import CPUMeter, _percentile, machine_seconds, ping_burst
-from benchmarks.nsqload import LoadResult
+from benchmarks.nsqload import LoadResult, build_nsqload
 from benchmarks.errors import BenchError
 from benchmarks.report import describe_nsqd, format_table, median_rows
 from benchmarks.scenarios import Bench, next_backlog
@@ -730,6 +731,11 @@ class GoNsqdTests(unittest.TestCase):
                 "--mem-queue-size=7", "--data-path=%s" % server.data_path, "--log-level=warn"])
         self.assertEqual(nsqtx_command("/py/a"), ["/py/a", "-m", "twisted", "--log-format=text", "nsqtx"])
 
+    def test_a_tls_server_gets_the_certificate_and_its_key_last(self):
+        server = Server(["/go/nsqd"], 7, _CERTIFICATES)
+        self.addCleanup(server.close)
+        self.assertEqual(server.argv()[-3:], ["--log-level=warn", "--tls-cert=/tmp/cert.pem", "--tls-key=/tmp/key.pem"])
+
     def _noted(self) -> str:
         fd, path = tempfile.mkstemp()
         os.close(fd)
@@ -820,3 +826,111 @@ class GoNsqdTests(unittest.TestCase):
                     "write tcp 127.0.0.1:46101->127.0.0.1:43150: use of closed network connection\n")
         self.assertEqual([line.split(" ", 3)[3] for line in server.new_log_problems()],
                          ["WARNING: PROTOCOL(V2): slow", "ERROR: failed to sync", "FATAL: listen failed"])
+
+
+_FAKE_GCC = """
+out=
+prev=
+for a in "$@"; do
+    [ "$prev" = "-o" ] && out=$a
+    prev=$a
+done
+echo "$@" >> %s
+if [ -n "$FAKE_GCC_ERROR" ]; then echo "$FAKE_GCC_ERROR"; exit 1; fi
+echo built > "$out"
+"""
+
+
+class BuildTests(unittest.TestCase):
+    """build_nsqload with a stand-in gcc on PATH that notes its arguments (and fails, when asked, with
+    the given line) and a cache of the test's own."""
+
+    def setUp(self):
+        self.calls = os.path.abspath(self.mktemp())
+        tools = os.path.abspath(self.mktemp())
+        os.makedirs(tools)
+        with open(os.path.join(tools, "gcc"), "w") as f:
+            f.write("#!/bin/sh\n" + _FAKE_GCC % self.calls)
+        os.chmod(os.path.join(tools, "gcc"), 0o755)
+        self.cache = os.path.abspath(self.mktemp())
+        self.src = os.path.abspath(self.mktemp())
+        with open(self.src, "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        self._setenv("PATH", tools + os.pathsep + os.environ.get("PATH", ""))
+        self._setenv("XDG_CACHE_HOME", self.cache)
+
+    def _setenv(self, name: str, value: str) -> None:
+        """Set an environment variable (gcc's children see it too) until the test ends."""
+        before = os.environ.get(name)
+        os.environ[name] = value
+        self.addCleanup(lambda: os.environ.__setitem__(name, before) if before is not None
+                        else os.environ.pop(name, None))
+
+    def _calls(self):
+        with open(self.calls) as f:
+            return [line.split() for line in f.read().splitlines()]
+
+    def test_plain_only_as_before(self):
+        binary = build_nsqload(self.src)
+        self.assertEqual(binary, os.path.join(self.cache, "nsqtx", "nsqload"))
+        [call] = self._calls()
+        self.assertEqual(call[:3] + call[4:], ["-O2", "-pthread", "-o", self.src])
+
+    def test_the_transports_linked_with_their_libraries_into_a_binary_of_their_own(self):
+        binary = build_nsqload(self.src, transports=True)
+        self.assertEqual(binary, os.path.join(self.cache, "nsqtx", "nsqload-transports"))
+        [call] = self._calls()
+        self.assertEqual(call[:3] + call[4:], ["-O2", "-pthread", "-o", "-DNSQLOAD_TRANSPORTS", self.src, "-lssl",
+                                               "-lcrypto", "-lz", "-lsnappy"])
+        # each is built once, and the plain one does not stand for it
+        self.assertEqual(build_nsqload(self.src, transports=True), binary)
+        self.assertEqual(build_nsqload(self.src), os.path.join(self.cache, "nsqtx", "nsqload"))
+        self.assertEqual(len(self._calls()), 2)
+
+    def test_a_missing_library_is_named(self):
+        self._setenv("FAKE_GCC_ERROR", "nsqload.c:30:10: fatal error: snappy-c.h: No such file or directory")
+        e = self.assertRaises(BenchError, build_nsqload, self.src, True)
+        self.assertEqual(str(e), "building nsqload with gcc failed: nsqload.c:30:10: fatal error: snappy-c.h: No such "
+                                 "file or directory (the transports other than plain need the headers and libraries "
+                                 "of OpenSSL, zlib and snappy: on Debian, apt-get install libssl-dev zlib1g-dev "
+                                 "libsnappy-dev)")
+        self._setenv("FAKE_GCC_ERROR", "/usr/bin/ld: cannot find -lsnappy: No such file or directory")
+        self.assertIn("apt-get install", str(self.assertRaises(BenchError, build_nsqload, self.src, True)))
+        self._setenv("FAKE_GCC_ERROR", "nsqload.c:1:1: error: expected ';'")
+        self.assertEqual(str(self.assertRaises(BenchError, build_nsqload, self.src, True)),
+                         "building nsqload with gcc failed: nsqload.c:1:1: error: expected ';'")
+
+
+class CertificatesTests(unittest.TestCase):
+    def test_a_server_certificate_for_127_0_0_1_signed_by_the_ca(self):
+        """A TLS handshake in memory: the server with "cert" and "key", the client trusting only "ca"
+        and checking the name 127.0.0.1, as nsqload does with NSQLOAD_TLS_CA."""
+        import ssl
+        directory = self.mktemp()
+        os.makedirs(directory)
+        paths = make_certificates(directory)
+        self.assertEqual(sorted(paths), ["ca", "cert", "key"])
+        self.assertEqual({os.path.dirname(p) for p in paths.values()}, {directory})
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(paths["cert"], paths["key"])
+        client_context = ssl.create_default_context(cafile=paths["ca"])
+        pipes = [ssl.MemoryBIO() for _ in range(4)]
+        client = client_context.wrap_bio(pipes[0], pipes[1], server_hostname="127.0.0.1")
+        server = server_context.wrap_bio(pipes[2], pipes[3], server_side=True)
+        done = set()
+        for _ in range(10):
+            for name, side, incoming, outgoing in (("client", client, pipes[0], pipes[3]),
+                                                   ("server", server, pipes[2], pipes[1])):
+                if name not in done:
+                    try:
+                        side.do_handshake()
+                        done.add(name)
+                    except ssl.SSLWantReadError:
+                        pass
+            pipes[2].write(pipes[1].read())
+            pipes[0].write(pipes[3].read())
+        self.assertEqual(done, {"client", "server"})
+        self.assertEqual(dict(x[0] for x in client.getpeercert()["subject"]), {"commonName": "localhost"})
+
+
+_CERTIFICATES = {"ca": "/tmp/ca.pem", "cert": "/tmp/cert.pem", "key": "/tmp/key.pem"}
