@@ -11,6 +11,23 @@ the neutral C load generator ``nsqload`` (built from ``../shared/bench/nsqload.c
 repository, or ``--nsqload-src``, with ``gcc -O2 -pthread`` into ``~/.cache/nsqtx/``) and stops it.
 All traffic goes to 127.0.0.1.
 
+``--transport LIST`` (default ``plain``) picks how nsqload talks to the servers, from ``plain``,
+``tls``, ``snappy``, ``deflate``, ``tls+snappy`` and ``tls+deflate``; each server over each transport
+is a row of its own, run in the same rounds as the servers (a runtime's transports one after another).
+``plain`` is nsqload as it always was: no IDENTIFY, the same bytes on the wire, so its figures compare
+with earlier ones. The others send IDENTIFY with ``feature_negotiation``, check that the server granted
+what they asked, and upgrade as nsqd 1.3 does (TLS first, an ``OK`` after each upgrade); snappy is the
+framed stream format, deflate raw at level 6 with a sync flush after each write, both ways. The
+messages are ``--size`` bytes of ``x``: compression's best case, so snappy and deflate mostly measure
+the codecs' CPU cost. For TLS the bench makes a throwaway CA and a certificate for 127.0.0.1 (with
+the ``cryptography`` package), starts the servers with ``--tls-cert`` and ``--tls-key`` (Go nsqd takes
+the same flags) and nsqload verifies it (``NSQLOAD_TLS_CA``); nsqload offers only AES-128-GCM, so
+every server runs the same cipher. nsqload then needs OpenSSL, zlib and snappy (on Debian
+``libssl-dev zlib1g-dev libsnappy-dev``) and is built with ``-DNSQLOAD_TRANSPORTS`` and those
+libraries into ``~/.cache/nsqtx/nsqload-transports``, for every transport of that bench, plain
+included. Filling a backlog for ``sub`` and ``mem`` stays plain (it is not measured), and ``mem`` runs
+once a server, as the first transport listed, showing no transport.
+
 Scenarios (``--scenarios``, default ``pub,sub,mem``):
 
 ``pub``
@@ -25,7 +42,7 @@ Scenarios (``--scenarios``, default ``pub,sub,mem``):
     ``--connections``. A backlog the consumers empty before the time is up (seen in ``/stats``)
     would make the rate a lower bound, so the run is then repeated on a fresh server with a backlog
     sized to last (up to 8 x ``--messages``); the row says so. All connection counts of a runtime
-    consume the same backlog (on PyPy a bigger one is slower to consume): a count measured before
+    over a transport consume the same backlog (on PyPy a bigger one is slower to consume): a count measured before
     another raised it runs again, also across ``--repeat`` rounds. ``--sub-warmup SECONDS`` first
     consumes that long from the same backlog, unmeasured, with ``/ping`` polled as in the measured
     run: a fresh PyPy server's first seconds include compiling the consume and ``/ping`` paths, which
@@ -60,6 +77,8 @@ Examples::
     python -m benchmarks --python /tmp/venv/bin/python --python /tmp/pvenv/bin/python --repeat 3
     python -m benchmarks --python /tmp/pvenv/bin/python --scenarios sub --sub-warmup 1 --repeat 5
     python -m benchmarks --python /tmp/pvenv/bin/python --nsqd ~/go/bin/nsqd --scenarios sub --repeat 9
+    python -m benchmarks --python /tmp/pvenv/bin/python --nsqd ~/go/bin/nsqd --scenarios pub,sub \
+        --transport plain,tls,snappy,deflate,tls+snappy,tls+deflate
 
 The machine this runs on is usually shared, and single runs vary by tens of percent: ``--repeat N``
 runs everything N times, alternating the order of runtimes and connection counts, and reports for

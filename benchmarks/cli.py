@@ -4,16 +4,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
+from benchmarks.certificates import make_certificates
 from benchmarks.errors import BenchError
 from benchmarks.nsqload import build_nsqload
 from benchmarks.processes import Interrupted, interrupt, stop_all
-from benchmarks.report import describe_nsqd, describe_runtime, format_table, median_rows, report, source_version
+from benchmarks.report import (describe_nsqd, describe_runtime, format_table, label, median_rows, report,
+                               source_version)
 from benchmarks.scenarios import Bench
 from benchmarks.server import nsqtx_command
-from benchmarks.settings import REPO_ROOT, SUB_RDY
+from benchmarks.settings import REPO_ROOT, SUB_RDY, TRANSPORTS
 
 DEFAULT_NSQLOAD_SRC = os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "nsqload.c")
 
@@ -36,6 +40,18 @@ def _scenario_list(text: str):
     if unknown or not names:
         raise argparse.ArgumentTypeError("unknown scenario %s (choose from %s)" % (",".join(unknown) or "''",
                                                                                    ",".join(SCENARIOS)))
+    return names
+
+
+def _transport_list(text: str):
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in TRANSPORTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError("unknown transport %s (choose from %s)" % (",".join(unknown) or "''",
+                                                                                    ",".join(TRANSPORTS)))
+    twice = sorted(n for n in set(names) if names.count(n) > 1)
+    if twice:
+        raise argparse.ArgumentTypeError("transport %s listed twice" % ",".join(twice))
     return names
 
 
@@ -63,6 +79,10 @@ def parse_args(argv):
                              "--python runtimes); repeatable")
     parser.add_argument("--scenarios", type=_scenario_list, default=list(SCENARIOS), metavar="LIST",
                         help="comma-separated, from pub,sub,mem (default: all)")
+    parser.add_argument("--transport", dest="transports", type=_transport_list, default=["plain"], metavar="LIST",
+                        help="comma-separated, from %s: how nsqload talks to the servers, each a row of its own in "
+                             "the same rounds (tls: the servers get a throwaway certificate; default: plain)"
+                             % ",".join(TRANSPORTS))
     parser.add_argument("--seconds", type=_positive(float), default=5.0,
                         help="duration of each pub and sub load (default: 5)")
     parser.add_argument("--pub-warmup", type=float, default=0.0, metavar="SECONDS",
@@ -127,15 +147,18 @@ def run_rounds(benches, args, runs: list) -> None:
 
 
 def rerun_stale(benches, args, runs: list) -> None:
-    """A later round may have raised a runtime's sub backlog: sub runs with a smaller one run again
-    (in their round), so that every count's median comes from the same backlog; until none is
-    left, as a run again may raise it once more, up to its limit."""
+    """A later round may have raised the sub backlog of a runtime over a transport: sub runs with a
+    smaller one run again (in their round), so that every count's median comes from the same
+    backlog; until none is left, as a run again may raise it once more, up to its limit."""
+    by_key = {(bench.server, bench.transport): bench for bench in benches}
     stale = True
     while stale:
         stale = False
         for i, row in enumerate(runs):
-            bench = benches[args.servers.index(row["server"])]
-            if row["mode"] == "sub" and not row["error"] and row["backlog"] < bench.sub_backlog:
+            if row["mode"] != "sub" or row["error"]:
+                continue
+            bench = by_key[(row["server"], row["transport"])]
+            if row["backlog"] < bench.sub_backlog:
                 runs[i] = bench.sub_until_busy(row["connections"])
                 runs[i]["round"] = row["round"]
                 report(runs[i])
@@ -147,11 +170,17 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
     runs = []
+    certificates_dir = None
     try:
-        nsqload = build_nsqload(os.path.abspath(args.nsqload_src))
-        benches = ([Bench(args, nsqload, python, describe_runtime(python), nsqtx_command(python))
-                    for python in args.python]
-                   + [Bench(args, nsqload, nsqd, describe_nsqd(nsqd), [nsqd]) for nsqd in args.nsqd])
+        nsqload = build_nsqload(os.path.abspath(args.nsqload_src), transports=args.transports != ["plain"])
+        certificates = None
+        if any(t.startswith("tls") for t in args.transports):
+            certificates_dir = tempfile.mkdtemp(prefix="nsqtx-bench-tls.")
+            certificates = make_certificates(certificates_dir)
+        servers = ([(python, describe_runtime(python), nsqtx_command(python)) for python in args.python]
+                   + [(nsqd, describe_nsqd(nsqd), [nsqd]) for nsqd in args.nsqd])
+        benches = [Bench(args, nsqload, server, runtime, command, transport, certificates)
+                   for server, runtime, command in servers for transport in args.transports]
         run_rounds(benches, args, runs)
         rerun_stale(benches, args, runs)
     except BenchError as e:
@@ -165,10 +194,12 @@ def main(argv=None) -> int:
         return 128 + e.args[0]
     finally:
         stop_all()
+        if certificates_dir:
+            shutil.rmtree(certificates_dir, ignore_errors=True)
     rows = median_rows(runs, args) if args.repeat > 1 else runs
     if args.json:
-        names = ("servers", "seconds", "pub_warmup", "sub_warmup", "messages", "connections", "size", "batch",
-                 "rdy", "mem_queue_size", "scenarios", "repeat", "ping_interval", "ping_warmup")
+        names = ("servers", "transports", "seconds", "pub_warmup", "sub_warmup", "messages", "connections", "size",
+                 "batch", "rdy", "mem_queue_size", "scenarios", "repeat", "ping_interval", "ping_warmup")
         settings = {name: getattr(args, name) for name in names}
         settings.update(source=source_version(), cpus=os.cpu_count())
         json.dump({"settings": settings, "results": rows, "runs": runs}, sys.stdout, indent=2)
@@ -177,5 +208,5 @@ def main(argv=None) -> int:
         print(format_table(rows))
         for r in runs:
             for line in r["server_log"][:5]:
-                print("server log (%s %s x%d): %s" % (r["runtime"], r["mode"], r["connections"], line))
+                print("server log (%s): %s" % (label(r), line))
     return 1 if any(r["error"] for r in runs) else 0

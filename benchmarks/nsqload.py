@@ -23,12 +23,22 @@ def cache_dir() -> str:
     return os.path.join(base, "nsqtx")
 
 
-def build_nsqload(src: str) -> str:
-    """Return the path of an nsqload binary built from `src`, (re)building it when `src` is newer."""
+#: what nsqload's transports (TLS, snappy, deflate) need besides ``gcc -O2 -pthread``: before the source
+#: a define, after it the libraries
+TRANSPORT_DEFINES = ["-DNSQLOAD_TRANSPORTS"]
+TRANSPORT_LIBRARIES = ["-lssl", "-lcrypto", "-lz", "-lsnappy"]
+_MISSING_LIBRARY = re.compile(r"\.h: No such file|cannot find -l")
+
+
+def build_nsqload(src: str, transports: bool = False) -> str:
+    """Return the path of an nsqload binary built from `src`, (re)building it when `src` is newer;
+    with `transports`, one that also speaks TLS, snappy and deflate (linked with OpenSSL, zlib and
+    snappy), kept apart from the plain one: both are built from the same source, and a plain one
+    (as any ``gcc -O2 -pthread`` makes it) cannot stand for it."""
     if not os.path.isfile(src):
         raise BenchError("nsqload source not found at %s (give it with --nsqload-src)" % src)
     directory = cache_dir()
-    binary = os.path.join(directory, "nsqload")
+    binary = os.path.join(directory, "nsqload-transports" if transports else "nsqload")
     if os.path.isfile(binary) and os.path.getmtime(binary) >= os.path.getmtime(src):
         return binary
     gcc = shutil.which("gcc")
@@ -38,12 +48,18 @@ def build_nsqload(src: str) -> str:
     fd, tmp = tempfile.mkstemp(prefix="nsqload.", dir=directory)
     os.close(fd)
     try:
-        result = subprocess.run([gcc, "-O2", "-pthread", "-o", tmp, src], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+        command = [gcc, "-O2", "-pthread", "-o", tmp] + (
+            TRANSPORT_DEFINES + [src] + TRANSPORT_LIBRARIES if transports else [src])
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                                timeout=120)
         if result.returncode != 0:
             lines = result.stdout.strip().splitlines() or ["exit status %d" % result.returncode]
             first = next((line for line in lines if "error" in line), lines[-1])
-            raise BenchError("building nsqload with gcc failed: %s" % first)
+            hint = ""
+            if transports and _MISSING_LIBRARY.search(result.stdout):
+                hint = (" (the transports other than plain need the headers and libraries of OpenSSL, zlib and "
+                        "snappy: on Debian, apt-get install libssl-dev zlib1g-dev libsnappy-dev)")
+            raise BenchError("building nsqload with gcc failed: %s%s" % (first, hint))
         os.chmod(tmp, 0o755)
         os.replace(tmp, binary)  # atomic: two benches building at once both end with a whole binary
     finally:
@@ -63,10 +79,10 @@ class LoadResult:
 class Load:
     """One nsqload run; `wait` returns its LoadResult or raises ScenarioError with its error line."""
 
-    def __init__(self, nsqload: str, args, seconds: float):
+    def __init__(self, nsqload: str, args, seconds: float, env=None):
         self.args = [nsqload] + [str(a) for a in args]
         self.seconds = seconds
-        self.proc = spawn(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+        self.proc = spawn(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env)
 
     def wait(self, server: Server) -> LoadResult:
         limit = self.seconds + LOAD_GRACE

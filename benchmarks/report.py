@@ -59,21 +59,23 @@ def _count(n: int) -> str:
 
 
 def median_rows(runs, args) -> list:
-    """One row per (runtime, scenario, connection count): the run with the median figure (the
-    lower one of the middle two for an even count), so its /ping and CPU figures belong to it too,
-    noting every run's figure."""
+    """One row per (runtime, transport, scenario, connection count), in the order of the options as
+    they run: the run with the median figure (the lower one of the middle two for an even count), so
+    its /ping and CPU figures belong to it too, noting every run's figure."""
     groups = {}
     for row in runs:
-        groups.setdefault((row["server"], row["mode"], row["connections"]), []).append(row)
+        groups.setdefault((row["server"], row["mode"], row["transport"], row["connections"]), []).append(row)
 
     def figure(row):
         return row["bytes_per_msg"] if row["mode"] == "mem" else row["rate"]
 
     def position(key):
-        server, mode, conns = key
-        # a mem row has one connection whatever --connections lists
+        server, mode, transport, conns = key
+        # a mem row has one connection whatever --connections lists, and no transport: it runs with the
+        # first one's rows
         order = args.connections.index(conns) if conns in args.connections else len(args.connections)
-        return args.servers.index(server), args.scenarios.index(mode), order
+        return (args.servers.index(server), args.transports.index(transport) if transport in args.transports else 0,
+                args.scenarios.index(mode), order)
 
     out = []
     for key in sorted(groups, key=position):
@@ -90,8 +92,8 @@ def median_rows(runs, args) -> list:
         if failed:
             row["notes"].append("%d of %d runs failed: %s" % (len(failed), len(group), failed[0]["error"]))
         base = args.connections[0]
-        if row["mode"] != "mem" and key[2] != base:
-            against = _against(ok, groups.get((key[0], key[1], base), []), base)
+        if row["mode"] != "mem" and key[3] != base:
+            against = _against(ok, groups.get(key[:3] + (base,), []), base)
             if against:
                 row["notes"].append(against)
         out.append(row)
@@ -114,16 +116,21 @@ def _against(runs, base_runs, base: int) -> str:
 
 
 def format_table(rows) -> str:
-    header = ("runtime", "mode", "mem-queue", "conns", "msgs/s", "B/queued msg", "/ping p99 ms", "server CPU%",
-              "notes")
+    """One line per row: names to the left, figures to the right. The transport column is there once a
+    row went over another transport than plain (a table of plain rows looks as it did before there
+    were transports); a mem row, filled over plain TCP whatever the transport, shows none."""
+    with_transport = any(r["transport"] not in (None, "plain") for r in rows)
+    header = ("runtime", "mode") + (("transport",) if with_transport else ()) + (
+        "mem-queue", "conns", "msgs/s", "B/queued msg", "/ping p99 ms", "server CPU%", "notes")
+    names = 3 if with_transport else 2
     lines = [header]
     for r in rows:
         ping = r["ping"] or {}
         notes = list(r["notes"])
         if r["error"]:
             notes.insert(0, "FAILED: " + r["error"])
-        lines.append((
-            r["runtime"], r["mode"], _count(r["mem_queue_size"]), str(r["connections"]),
+        lines.append((r["runtime"], r["mode"]) + ((r["transport"] or "-",) if with_transport else ()) + (
+            _count(r["mem_queue_size"]), str(r["connections"]),
             "-" if r["rate"] is None or r["mode"] == "mem" or r["error"] else "%.0f" % r["rate"],
             "-" if r["bytes_per_msg"] is None else "%.0f" % r["bytes_per_msg"],
             "%.2f" % ping["p99_ms"] if "p99_ms" in ping and not r["error"] else "-",
@@ -132,8 +139,7 @@ def format_table(rows) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     out = []
     for line in lines:
-        cells = [cell.rjust(w) if 1 < i < len(widths) else cell.ljust(w)
-                 for i, (cell, w) in enumerate(zip(line, widths))]
+        cells = [cell.ljust(w) if i < names else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))]
         out.append("  ".join(cells + [line[-1]]).rstrip())
     return "\n".join(out)
 
@@ -146,6 +152,12 @@ def _progress(row: dict) -> str:
     return "%.0f msgs/s" % row["rate"]
 
 
+def label(row: dict) -> str:
+    """How the bench names a run as it goes: runtime, scenario, transport unless plain (or none, for
+    mem), connections."""
+    transport = " " + row["transport"] if row["transport"] not in (None, "plain") else ""
+    return "%s %s%s x%d" % (row["runtime"], row["mode"], transport, row["connections"])
+
+
 def report(row: dict) -> None:
-    print("benchmarks: %s %s x%d: %s" % (row["runtime"], row["mode"], row["connections"], _progress(row)),
-          file=sys.stderr, flush=True)
+    print("benchmarks: %s: %s" % (label(row), _progress(row)), file=sys.stderr, flush=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 
 from benchmarks.errors import ScenarioError
 from benchmarks.meters import CPUMeter, DrainWatcher, PingPoller, ping_burst
 from benchmarks.nsqload import Load, LoadResult
+from benchmarks.report import label
 from benchmarks.server import Server
 from benchmarks.settings import CHANNEL, TOPIC
 
@@ -40,13 +42,28 @@ def next_backlog(backlog: int, filled: int, warmup_msgs: int, lasted: float, sec
 
 
 class Bench:
-    def __init__(self, args, nsqload: str, server: str, runtime: str, command: list):
+    """One server (a --python runtime or an --nsqd binary) over one --transport: its pub and sub runs
+    go through that transport, its servers get the `certificates` for it (TLS; the "ca", "cert" and
+    "key" of :func:`benchmarks.certificates.make_certificates`). Its mem scenario fills over plain TCP
+    whatever the transport, so only the bench of the first transport runs it."""
+
+    def __init__(self, args, nsqload: str, server: str, runtime: str, command: list, transport: str = "plain",
+                 certificates=None):
         self.args = args
         self.nsqload = nsqload
-        #: what --python or --nsqd named: the key of this bench's rows
+        #: what --python or --nsqd named: with the transport, the key of this bench's rows
         self.server = server
         self.runtime = runtime
         self.command = command
+        self.transport = transport
+        uses_tls = transport.startswith("tls")
+        if uses_tls and not certificates:
+            raise ValueError("transport %s needs certificates" % transport)
+        #: the server's --tls-cert and --tls-key for this transport, or None
+        self.tls = certificates if uses_tls else None
+        #: what nsqload's command lines end with, and the environment it runs in (None: the bench's)
+        self.transport_args = [] if transport == "plain" else [transport]
+        self.load_env = dict(os.environ, NSQLOAD_TLS_CA=certificates["ca"]) if uses_tls else None
         #: the sub scenario's backlog: --messages, raised while consumers empty it before the time is up
         self.sub_backlog = args.messages
 
@@ -61,7 +78,8 @@ class Bench:
         return max(10000000, 2 * backlog)
 
     def row(self, mode: str, conns: int, backlog=None) -> dict:
-        return {"runtime": self.runtime, "server": self.server, "mode": mode, "connections": conns,
+        return {"runtime": self.runtime, "server": self.server, "mode": mode,
+                "transport": None if mode == "mem" else self.transport, "connections": conns,
                 "mem_queue_size": self.mem_queue_size(mode, backlog or self.args.messages), "backlog": backlog,
                 "round": None, "rate": None, "msgs": None, "secs": None,
                 "bytes_per_msg": None, "ping": None, "server_cpu_pct": None, "notes": [], "error": None,
@@ -71,6 +89,8 @@ class Bench:
         """One run of `scenario` for each connection count (in reverse order if `reverse`)."""
         messages = self.args.messages
         if scenario == "mem":
+            if self.transport != self.args.transports[0]:
+                return []
             return [self._guarded(self.row("mem", 1, messages), self.mem)]
         counts = self.args.connections[::-1] if reverse else self.args.connections
         if scenario == "pub":
@@ -98,15 +118,15 @@ class Bench:
             lasted = row.get("drained_after") or a.seconds / 2
             self.sub_backlog = next_backlog(backlog, row["filled"], row["warmup_msgs"], lasted, a.seconds, limit,
                                             a.sub_warmup, row.get("warmup_drained_after"))
-            print("benchmarks: %s sub x%d: %d messages ran out after %.1fs; again with %d"
-                  % (self.runtime, conns, row["filled"], lasted, self.sub_backlog), file=sys.stderr)
+            print("benchmarks: %s: %d messages ran out after %.1fs; again with %d"
+                  % (label(row), row["filled"], lasted, self.sub_backlog), file=sys.stderr)
         if row["backlog"] > a.messages:
             row["notes"].append("backlog raised to %d: %d ran out before %gs" % (row["backlog"], a.messages, a.seconds))
         return row
 
     def _guarded(self, row: dict, method) -> dict:
         try:
-            with Server(self.command, row["mem_queue_size"]) as server:
+            with Server(self.command, row["mem_queue_size"], self.tls if row["transport"] else None) as server:
                 try:
                     method(server, row)
                 finally:
@@ -121,7 +141,7 @@ class Bench:
         """Run nsqload with /ping polled alongside; fill `row` with the rate, latency and CPU use
         (and, if `watch_drain`, "drained_after": when the channel's depth first read 0, or None)."""
         cpu = CPUMeter(server)
-        load = Load(self.nsqload, mode_args, seconds)
+        load = Load(self.nsqload, mode_args, seconds, self.load_env)
         poller = self._poller(server)
         watcher = DrainWatcher(server) if watch_drain else None
         with watcher or contextlib.nullcontext():
@@ -161,7 +181,7 @@ class Bench:
         as it does its consume path: first polled in the measured run, a /ping every 10 ms took
         20-30% of a warm consume rate; after a 6 s warm-up polled as well, 5% and 18% in two
         rounds."""
-        load = Load(self.nsqload, mode_args, seconds)
+        load = Load(self.nsqload, mode_args, seconds, self.load_env)
         poller = self._poller(server)
         try:
             msgs = load.wait(server).msgs
@@ -173,7 +193,8 @@ class Bench:
         """Publish about `count` messages. nsqload runs for a time, so this runs it in steps aimed at
         most of what is left at the best rate seen so far, each at most twice the last: rates climb
         (PyPy's JIT warming up) and jump between steps (garbage collection pauses), and a step sized on
-        a slow one would overshoot by far."""
+        a slow one would overshoot by far. Over plain TCP whatever the transport: filling is not
+        measured."""
         a = self.args
         total, secs, step, best = 0, 0.0, 0.05, 0.0
         for _ in range(1000):
@@ -240,7 +261,7 @@ class Bench:
         self._ping_warm_up(server, row)
 
         def publish(secs: float):
-            return ["pub", server.tcp_port, TOPIC, a.size, a.batch, secs, row["connections"]]
+            return ["pub", server.tcp_port, TOPIC, a.size, a.batch, secs, row["connections"]] + self.transport_args
 
         self._warm(server, row, publish, a.pub_warmup, "published")
         self._load(server, row, publish(a.seconds), a.seconds)
@@ -259,7 +280,8 @@ class Bench:
         self.check_queued(server, row, backlog.msgs)
 
         def consume(secs: float):
-            return ["sub", server.tcp_port, TOPIC, CHANNEL, secs, row["connections"], self.args.rdy]
+            return (["sub", server.tcp_port, TOPIC, CHANNEL, secs, row["connections"], self.args.rdy]
+                    + self.transport_args)
 
         self._sub_warm_up(server, row, consume)
         result = self._load(server, row, consume(seconds), seconds, watch_drain=True)

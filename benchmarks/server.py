@@ -23,8 +23,9 @@ START_TIMEOUT = 60.0
 #: a warning or error in nsqtx's text log (Twisted's "[name#level]") or in Go nsqd's ("LEVEL: ")
 _PROBLEM = re.compile(r"#(warn|error|critical)\]|Traceback|Unhandled| (WARNING|ERROR|FATAL): ")
 #: nsqload leaving: it closes its connections with messages in flight at the end of every run, which
-#: Go nsqd logs as an ERROR ("write: broken pipe", "read: connection reset by peer")
-_PEER_LEFT = re.compile(r": (broken pipe|connection reset by peer)$")
+#: Go nsqd logs as an ERROR ("write: broken pipe", "read: connection reset by peer", or, when its
+#: reader has closed the connection first, "use of closed network connection")
+_PEER_LEFT = re.compile(r": (broken pipe|connection reset by peer|use of closed network connection)$")
 
 
 def free_port() -> int:
@@ -40,11 +41,13 @@ def nsqtx_command(python: str) -> list:
 
 class Server:
     """`command` (:func:`nsqtx_command`, or a Go nsqd binary) with nsqd's flags, in a temporary data
-    directory, removed again by :meth:`close`."""
+    directory, removed again by :meth:`close`; with `tls` (the "cert" and "key" files of
+    :func:`benchmarks.certificates.make_certificates`), ready for IDENTIFY's tls_v1."""
 
-    def __init__(self, command: list, mem_queue_size: int):
+    def __init__(self, command: list, mem_queue_size: int, tls=None):
         self.command = command
         self.mem_queue_size = mem_queue_size
+        self.tls = tls
         self.tcp_port = free_port()
         self.http_port = free_port()
         self.data_path = tempfile.mkdtemp(prefix="nsqtx-bench.")
@@ -53,11 +56,14 @@ class Server:
         self.proc = None
 
     def argv(self) -> list:
-        return self.command + ["--tcp-address=127.0.0.1:%d" % self.tcp_port,
+        argv = self.command + ["--tcp-address=127.0.0.1:%d" % self.tcp_port,
                                "--http-address=127.0.0.1:%d" % self.http_port,
                                "--mem-queue-size=%d" % self.mem_queue_size,
                                "--data-path=%s" % self.data_path,
                                "--log-level=warn"]
+        if self.tls:
+            argv += ["--tls-cert=%s" % self.tls["cert"], "--tls-key=%s" % self.tls["key"]]
+        return argv
 
     def start(self) -> None:
         env = dict(os.environ)

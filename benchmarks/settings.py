@@ -8,5 +8,8 @@ TOPIC = "bench"
 CHANNEL = "bench"
 #: nsqd's default --max-rdy-count: what the sub scenario asks for unless given --rdy
 SUB_RDY = 2500
+#: --transport's choices: how nsqload talks to the server (plain: no IDENTIFY at all, as before there
+#: were transports; the others negotiated in IDENTIFY as nsqd 1.3 does)
+TRANSPORTS = ("plain", "tls", "snappy", "deflate", "tls+snappy", "tls+deflate")
 #: how long one HTTP request to the server may take
 PING_TIMEOUT = 5.0

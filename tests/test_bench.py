@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,13 +19,14 @@ import threading
 
 from twisted.trial import unittest
 
-from benchmarks.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, parse_args, rerun_stale,
-                            run_rounds)
-from benchmarks import meters, scenarios
+from benchmarks.cli import (DEFAULT_NSQLOAD_SRC, _int_list, _positive, _scenario_list, _transport_list, parse_args,
+                            rerun_stale, run_rounds)
+from benchmarks import cli, meters, scenarios
+from benchmarks.certificates import make_certificates
 from benchmarks.meters import CPUMeter, _percentile, machine_seconds, ping_burst
-from benchmarks.nsqload import LoadResult
+from benchmarks.nsqload import LoadResult, build_nsqload
 from benchmarks.errors import BenchError
-from benchmarks.report import describe_nsqd, format_table, median_rows
+from benchmarks.report import describe_nsqd, format_table, label, median_rows, report
 from benchmarks.scenarios import Bench, next_backlog
 from benchmarks.server import Server, free_port, nsqtx_command
 from benchmarks.settings import REPO_ROOT
@@ -81,6 +83,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertFalse(args.json)
         self.assertEqual(args.nsqd, [])
         self.assertEqual(args.servers, [sys.executable])
+        self.assertEqual(args.transports, ["plain"])
 
     def test_go_nsqd_after_the_default_runtime_or_the_ones_named(self):
         args = parse_args(["--nsqd", "/go/nsqd", "--nsqd", "/go/nsqd2"])
@@ -102,7 +105,8 @@ class ParseArgsTests(unittest.TestCase):
                            "--seconds", "0.5", "--messages", "1000", "--connections", "8, 1,256",
                            "--size", "10", "--batch", "3", "--mem-queue-size", "0", "--nsqload-src", "x.c",
                            "--repeat", "3", "--sub-warmup", "1.5", "--ping-interval", "0", "--json",
-                           "--pub-warmup", "2.5", "--ping-warmup", "1500", "--rdy", "7"])
+                           "--pub-warmup", "2.5", "--ping-warmup", "1500", "--rdy", "7",
+                           "--transport", "tls+snappy, plain,deflate"])
         self.assertEqual(args.python, ["/py/a", "/py/b"])
         self.assertEqual(args.scenarios, ["mem", "pub"])
         self.assertEqual(args.seconds, 0.5)
@@ -115,6 +119,7 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual(args.pub_warmup, 2.5)
         self.assertEqual(args.ping_interval, 0.0)
         self.assertEqual(args.ping_warmup, 1500)
+        self.assertEqual(args.transports, ["tls+snappy", "plain", "deflate"])
         self.assertTrue(args.json)
 
     def test_rejected_values(self):
@@ -123,6 +128,9 @@ class ParseArgsTests(unittest.TestCase):
         self.assertIn("not a comma-separated list of integers", self._rejected(["--connections", "1,two"]))
         self.assertIn("unknown scenario bogus (choose from pub,sub,mem)", self._rejected(["--scenarios", "pub,bogus"]))
         self.assertIn("unknown scenario ''", self._rejected(["--scenarios", ","]))
+        self.assertIn("unknown transport snappy+tls (choose from plain,tls,snappy,deflate,tls+snappy,tls+deflate)",
+                      self._rejected(["--transport", "tls,snappy+tls"]))
+        self.assertIn("transport tls listed twice", self._rejected(["--transport", "tls,plain,tls"]))
         for flag in ("--seconds", "--messages", "--size", "--batch", "--repeat", "--rdy"):
             self.assertIn("must be positive", self._rejected([flag, "0"]), flag)
         self.assertIn("--rdy must be at most 2500 (nsqd's --max-rdy-count)", self._rejected(["--rdy", "2501"]))
@@ -144,6 +152,12 @@ class ParseArgsTests(unittest.TestCase):
         self.assertEqual(_scenario_list("mem,sub,"), ["mem", "sub"])
         for text in ("", "pub,PUB", "all"):
             self.assertRaises(argparse.ArgumentTypeError, _scenario_list, text)
+
+    def test_transport_list(self):
+        self.assertEqual(_transport_list("plain"), ["plain"])
+        self.assertEqual(_transport_list(" tls ,tls+deflate,snappy,"), ["tls", "tls+deflate", "snappy"])
+        for text in ("", ",", "TLS", "ssl", "snappy+deflate", "deflate,deflate"):
+            self.assertRaises(argparse.ArgumentTypeError, _transport_list, text)
 
     def test_positive(self):
         self.assertEqual(_positive(float)("0.25"), 0.25)
@@ -226,9 +240,9 @@ class WarmUpTests(unittest.TestCase):
         msgs, ping = self._warm_up("0")
         self.assertEqual((msgs, ping["count"], self.http.pings), (42, 0, 0))
 
-    def _sub_until_measured(self, depth: int, *argv):
-        """Bench.sub with a backlog of 100 that /stats says is `depth` deep, up to the measured run:
-        (the row, the measured run's nsqload arguments)."""
+    def _sub_until_measured(self, depth: int, *argv, transport="plain"):
+        """Bench.sub over `transport` with a backlog of 100 that /stats says is `depth` deep, up to the
+        measured run: (the row, the measured run's nsqload arguments)."""
         class Measured(Exception):
             pass
 
@@ -243,7 +257,7 @@ class WarmUpTests(unittest.TestCase):
         self.server.create_channel = lambda topic, channel: None
         self.server.tcp_port = 4150
         bench = Filled(parse_args(["--sub-warmup", "0.3", "--ping-interval", "0"] + list(argv)), self.nsqload,
-                       sys.executable, "CPython", nsqtx_command(sys.executable))
+                       sys.executable, "CPython", nsqtx_command(sys.executable), transport)
         row = bench.row("sub", 1, 100)
         measured = self.assertRaises(Measured, bench.sub, self.server, row)
         return row, measured.args[0]
@@ -261,6 +275,14 @@ class WarmUpTests(unittest.TestCase):
         for argv, rdy in (((), 2500), (("--rdy", "1"), 1)):
             _, load_args = self._sub_until_measured(5, *argv)
             self.assertEqual(load_args[-1], rdy)
+
+    def test_consumers_over_a_transport_name_it_last(self):
+        """nsqload's command line as before there were transports, and the transport after it."""
+        row, load_args = self._sub_until_measured(5, "--rdy", "7", transport="deflate")
+        self.assertEqual(load_args, ["sub", 4150, "bench", "bench", 5.0, 1, 7, "deflate"])
+        self.assertEqual(row["transport"], "deflate")
+        _, plain = self._sub_until_measured(5, "--rdy", "7")
+        self.assertEqual(plain, load_args[:-1])
 
 
 class PingWarmUpTests(unittest.TestCase):
@@ -371,19 +393,22 @@ class SubUntilBusyTests(unittest.TestCase):
 class _FakeBench:
     """Stands for a Bench: makes rows at once and notes what it was asked for."""
 
-    def __init__(self, python: str, asked: list):
-        self.python = python
+    def __init__(self, python: str, asked: list, transport: str = "plain"):
+        self.python = self.server = python
+        self.transport = transport
         self.asked = asked
         self.sub_backlog = 100
 
     def run(self, scenario: str, reverse: bool = False):
-        self.asked.append((self.python, scenario, reverse))
-        return [_row(self.python, scenario, conns, rate=1.0, backlog=self.sub_backlog)
+        self.asked.append((self.python, scenario, reverse) if self.transport == "plain"
+                          else (self.python, self.transport, scenario, reverse))
+        return [_row(self.python, scenario, conns, rate=1.0, backlog=self.sub_backlog, transport=self.transport)
                 for conns in ((2, 1) if reverse else (1, 2))]
 
     def sub_until_busy(self, conns: int) -> dict:
-        self.asked.append((self.python, "again", conns))
-        return _row(self.python, "sub", conns, rate=2.0, backlog=self.sub_backlog)
+        self.asked.append((self.python, "again", conns) if self.transport == "plain"
+                          else (self.python, self.transport, "again", conns))
+        return _row(self.python, "sub", conns, rate=2.0, backlog=self.sub_backlog, transport=self.transport)
 
 
 class RoundsTests(unittest.TestCase):
@@ -414,6 +439,40 @@ class RoundsTests(unittest.TestCase):
                                  ("/py/b", "sub", 1, 2), ("/py/b", "sub", 2, 2)])
         self.assertEqual(len(self.asked), 5)
         self.assertIs(self.runs[6], failed)
+
+
+class TransportRoundsTests(unittest.TestCase):
+    """Each server over each --transport is a bench of its own, in the same rounds as the servers."""
+
+    def _rounds(self, *argv):
+        asked, runs = [], []
+        args = parse_args(list(argv))
+        benches = [_FakeBench(server, asked, transport) for server in args.servers for transport in args.transports]
+        with contextlib.redirect_stderr(io.StringIO()):
+            run_rounds(benches, args, runs)
+        return args, benches, asked, runs
+
+    def test_servers_then_transports_and_every_other_round_backwards(self):
+        _, _, asked, runs = self._rounds("--python", "/py/a", "--nsqd", "/go/nsqd", "--scenarios", "pub",
+                                         "--transport", "plain,tls", "--repeat", "2")
+        self.assertEqual(asked, [("/py/a", "pub", False), ("/py/a", "tls", "pub", False),
+                                 ("/go/nsqd", "pub", False), ("/go/nsqd", "tls", "pub", False),
+                                 ("/go/nsqd", "tls", "pub", True), ("/go/nsqd", "pub", True),
+                                 ("/py/a", "tls", "pub", True), ("/py/a", "pub", True)])
+        self.assertEqual(sorted({(r["server"], r["transport"], r["round"]) for r in runs}),
+                         [(server, transport, n) for server in ("/go/nsqd", "/py/a") for transport in ("plain", "tls")
+                          for n in (0, 1)])
+
+    def test_a_raised_backlog_runs_that_transports_sub_runs_again_only(self):
+        args, benches, asked, runs = self._rounds("--python", "/py/a", "--scenarios", "sub", "--transport",
+                                                  "plain,snappy")
+        benches[1].sub_backlog = 200
+        del asked[:]
+        with contextlib.redirect_stderr(io.StringIO()):
+            rerun_stale(benches, args, runs)
+        self.assertEqual(asked, [("/py/a", "snappy", "again", 1), ("/py/a", "snappy", "again", 2)])
+        self.assertEqual([(r["transport"], r["rate"]) for r in runs],
+                         [("plain", 1.0), ("plain", 1.0), ("snappy", 2.0), ("snappy", 2.0)])
 
 
 class MedianRowsTests(unittest.TestCase):
@@ -504,6 +563,25 @@ class MedianRowsTests(unittest.TestCase):
         self.assertEqual(rows[1]["notes"][1:], ["against 1 connection in the same round: 0.50x (ahead in 0 of 1)"])
         self.assertEqual(rows[3]["notes"][1:], ["against 1 connection in the same round: 1.30x (ahead in 1 of 1)"])
 
+    def test_one_row_per_transport_in_the_order_they_run(self):
+        """A server's transports in the order of the option, each with its scenarios; a mem row has no
+        transport and comes with the first one's. The ratios to the first connection count are taken
+        within a transport."""
+        args = parse_args(["--python", "/py/a", "--scenarios", "pub,mem", "--transport", "tls,plain"])
+        runs = [_row("/py/a", "pub", 1, round=0, rate=100.0), _row("/py/a", "pub", 2, round=0, rate=150.0),
+                _row("/py/a", "pub", 1, round=0, rate=50.0, transport="tls"),
+                _row("/py/a", "pub", 2, round=0, rate=60.0, transport="tls"),
+                _row("/py/a", "mem", 1, round=0, bytes_per_msg=4.0),
+                _row("/py/a", "pub", 1, round=1, rate=300.0)]
+        rows = median_rows(runs, args)
+        self.assertEqual([(r["mode"], r["transport"], r["connections"], r["notes"][0]) for r in rows], [
+            ("pub", "tls", 1, "median of 1 runs (50 msgs/s)"), ("pub", "tls", 2, "median of 1 runs (60 msgs/s)"),
+            ("mem", None, 1, "median of 1 runs (4 B/msg)"),
+            ("pub", "plain", 1, "median of 2 runs (100, 300 msgs/s)"),
+            ("pub", "plain", 2, "median of 1 runs (150 msgs/s)")])
+        self.assertEqual(rows[1]["notes"][1:], ["against 1 connection in the same round: 1.20x (ahead in 1 of 1)"])
+        self.assertEqual(rows[4]["notes"][1:], ["against 1 connection in the same round: 1.50x (ahead in 1 of 1)"])
+
     def test_a_mem_row_whatever_the_connection_counts(self):
         """mem always runs on one connection, which --connections need not list."""
         args = parse_args(["--python", "/py/a", "--scenarios", "pub,mem", "--connections", "2"])
@@ -556,6 +634,34 @@ class FormatTableTests(unittest.TestCase):
             "CPython /py/a  pub         10M      1  123457             -          1.23           98",
             "PyPy 3.9       mem          1M      1       -            87             -            -  n",
         ])
+
+
+    def test_a_transport_column_once_a_row_went_over_another_than_plain(self):
+        """Plain and mem rows say so; names, the transport's too, to the left."""
+        rows = [_row(rate=200.0, connections=2, mem_queue_size=10000000),
+                _row(rate=100.0, transport="tls+snappy", mem_queue_size=10000000),
+                _row(mode="mem", mem_queue_size=1000000, bytes_per_msg=87.4)]
+        self.assertEqual(format_table(rows).split("\n"), [
+            "runtime        mode  transport   mem-queue  conns  msgs/s  B/queued msg  /ping p99 ms  server CPU%  notes",
+            "CPython /py/a  pub   plain             10M      2     200             -             -            -",
+            "CPython /py/a  pub   tls+snappy        10M      1     100             -             -            -",
+            "CPython /py/a  mem   -                  1M      1       -            87             -            -",
+        ])
+        self.assertEqual(_cells(format_table(rows[:1] + rows[2:]).split("\n")[0]), self.HEADER)
+
+    def test_progress_lines_name_a_transport_other_than_plain(self):
+        rows = [_row(rate=1.0), _row(rate=2.0, transport="deflate"), _row(mode="mem", bytes_per_msg=3.0),
+                _row(transport="tls", error="refused")]
+        self.assertEqual([label(r) for r in rows], ["CPython /py/a pub x1", "CPython /py/a pub deflate x1",
+                                                    "CPython /py/a mem x1", "CPython /py/a pub tls x1"])
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            for r in rows:
+                report(r)
+        self.assertEqual(err.getvalue().splitlines(), [
+            "benchmarks: CPython /py/a pub x1: 1 msgs/s", "benchmarks: CPython /py/a pub deflate x1: 2 msgs/s",
+            "benchmarks: CPython /py/a mem x1: 3 bytes per queued message",
+            "benchmarks: CPython /py/a pub tls x1: FAILED: refused"])
 
 
 class PercentileTests(unittest.TestCase):
@@ -730,6 +836,11 @@ class GoNsqdTests(unittest.TestCase):
                 "--mem-queue-size=7", "--data-path=%s" % server.data_path, "--log-level=warn"])
         self.assertEqual(nsqtx_command("/py/a"), ["/py/a", "-m", "twisted", "--log-format=text", "nsqtx"])
 
+    def test_a_tls_server_gets_the_certificate_and_its_key_last(self):
+        server = Server(["/go/nsqd"], 7, _CERTIFICATES)
+        self.addCleanup(server.close)
+        self.assertEqual(server.argv()[-3:], ["--log-level=warn", "--tls-cert=/tmp/cert.pem", "--tls-key=/tmp/key.pem"])
+
     def _noted(self) -> str:
         fd, path = tempfile.mkstemp()
         os.close(fd)
@@ -815,6 +926,256 @@ class GoNsqdTests(unittest.TestCase):
                     "[nsqd] 2026/11/23 03:04:07.508914 ERROR: client(127.0.0.1:47294) - failed to read command - "
                     "read tcp 127.0.0.1:58403->127.0.0.1:47294: read: connection reset by peer\n"
                     "[nsqd] 2026/11/23 03:04:20.120049 ERROR: PROTOCOL(V2): [127.0.0.1:44924] messagePump error - "
-                    "write tcp 127.0.0.1:37307->127.0.0.1:44924: write: broken pipe\n")
+                    "write tcp 127.0.0.1:37307->127.0.0.1:44924: write: broken pipe\n"
+                    "[nsqd] 2026/12/07 04:07:59.655579 ERROR: PROTOCOL(V2): [127.0.0.1:43150] messagePump error - "
+                    "write tcp 127.0.0.1:46101->127.0.0.1:43150: use of closed network connection\n")
         self.assertEqual([line.split(" ", 3)[3] for line in server.new_log_problems()],
                          ["WARNING: PROTOCOL(V2): slow", "ERROR: failed to sync", "FATAL: listen failed"])
+
+
+_FAKE_GCC = """
+out=
+prev=
+for a in "$@"; do
+    [ "$prev" = "-o" ] && out=$a
+    prev=$a
+done
+echo "$@" >> %s
+if [ -n "$FAKE_GCC_ERROR" ]; then echo "$FAKE_GCC_ERROR"; exit 1; fi
+echo built > "$out"
+"""
+
+
+class BuildTests(unittest.TestCase):
+    """build_nsqload with a stand-in gcc on PATH that notes its arguments (and fails, when asked, with
+    the given line) and a cache of the test's own."""
+
+    def setUp(self):
+        self.calls = os.path.abspath(self.mktemp())
+        tools = os.path.abspath(self.mktemp())
+        os.makedirs(tools)
+        with open(os.path.join(tools, "gcc"), "w") as f:
+            f.write("#!/bin/sh\n" + _FAKE_GCC % self.calls)
+        os.chmod(os.path.join(tools, "gcc"), 0o755)
+        self.cache = os.path.abspath(self.mktemp())
+        self.src = os.path.abspath(self.mktemp())
+        with open(self.src, "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        self._setenv("PATH", tools + os.pathsep + os.environ.get("PATH", ""))
+        self._setenv("XDG_CACHE_HOME", self.cache)
+
+    def _setenv(self, name: str, value: str) -> None:
+        """Set an environment variable (gcc's children see it too) until the test ends."""
+        before = os.environ.get(name)
+        os.environ[name] = value
+        self.addCleanup(lambda: os.environ.__setitem__(name, before) if before is not None
+                        else os.environ.pop(name, None))
+
+    def _calls(self):
+        with open(self.calls) as f:
+            return [line.split() for line in f.read().splitlines()]
+
+    def test_plain_only_as_before(self):
+        binary = build_nsqload(self.src)
+        self.assertEqual(binary, os.path.join(self.cache, "nsqtx", "nsqload"))
+        [call] = self._calls()
+        self.assertEqual(call[:3] + call[4:], ["-O2", "-pthread", "-o", self.src])
+
+    def test_the_transports_linked_with_their_libraries_into_a_binary_of_their_own(self):
+        binary = build_nsqload(self.src, transports=True)
+        self.assertEqual(binary, os.path.join(self.cache, "nsqtx", "nsqload-transports"))
+        [call] = self._calls()
+        self.assertEqual(call[:3] + call[4:], ["-O2", "-pthread", "-o", "-DNSQLOAD_TRANSPORTS", self.src, "-lssl",
+                                               "-lcrypto", "-lz", "-lsnappy"])
+        # each is built once, and the plain one does not stand for it
+        self.assertEqual(build_nsqload(self.src, transports=True), binary)
+        self.assertEqual(build_nsqload(self.src), os.path.join(self.cache, "nsqtx", "nsqload"))
+        self.assertEqual(len(self._calls()), 2)
+
+    def test_a_missing_library_is_named(self):
+        self._setenv("FAKE_GCC_ERROR", "nsqload.c:30:10: fatal error: snappy-c.h: No such file or directory")
+        e = self.assertRaises(BenchError, build_nsqload, self.src, True)
+        self.assertEqual(str(e), "building nsqload with gcc failed: nsqload.c:30:10: fatal error: snappy-c.h: No such "
+                                 "file or directory (the transports other than plain need the headers and libraries "
+                                 "of OpenSSL, zlib and snappy: on Debian, apt-get install libssl-dev zlib1g-dev "
+                                 "libsnappy-dev)")
+        self._setenv("FAKE_GCC_ERROR", "/usr/bin/ld: cannot find -lsnappy: No such file or directory")
+        self.assertIn("apt-get install", str(self.assertRaises(BenchError, build_nsqload, self.src, True)))
+        self._setenv("FAKE_GCC_ERROR", "nsqload.c:1:1: error: expected ';'")
+        self.assertEqual(str(self.assertRaises(BenchError, build_nsqload, self.src, True)),
+                         "building nsqload with gcc failed: nsqload.c:1:1: error: expected ';'")
+
+
+class CertificatesTests(unittest.TestCase):
+    def test_a_server_certificate_for_127_0_0_1_signed_by_the_ca(self):
+        """A TLS handshake in memory: the server with "cert" and "key", the client trusting only "ca"
+        and checking the name 127.0.0.1, as nsqload does with NSQLOAD_TLS_CA."""
+        import ssl
+        directory = self.mktemp()
+        os.makedirs(directory)
+        paths = make_certificates(directory)
+        self.assertEqual(sorted(paths), ["ca", "cert", "key"])
+        self.assertEqual({os.path.dirname(p) for p in paths.values()}, {directory})
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(paths["cert"], paths["key"])
+        client_context = ssl.create_default_context(cafile=paths["ca"])
+        pipes = [ssl.MemoryBIO() for _ in range(4)]
+        client = client_context.wrap_bio(pipes[0], pipes[1], server_hostname="127.0.0.1")
+        server = server_context.wrap_bio(pipes[2], pipes[3], server_side=True)
+        done = set()
+        for _ in range(10):
+            for name, side, incoming, outgoing in (("client", client, pipes[0], pipes[3]),
+                                                   ("server", server, pipes[2], pipes[1])):
+                if name not in done:
+                    try:
+                        side.do_handshake()
+                        done.add(name)
+                    except ssl.SSLWantReadError:
+                        pass
+            pipes[2].write(pipes[1].read())
+            pipes[0].write(pipes[3].read())
+        self.assertEqual(done, {"client", "server"})
+        self.assertEqual(dict(x[0] for x in client.getpeercert()["subject"]), {"commonName": "localhost"})
+
+
+_CERTIFICATES = {"ca": "/tmp/ca.pem", "cert": "/tmp/cert.pem", "key": "/tmp/key.pem"}
+
+
+class TransportBenchTests(unittest.TestCase):
+    """What a Bench does with its transport, short of running a load."""
+
+    def _bench(self, transport, *argv, certificates=_CERTIFICATES):
+        args = parse_args(["--python", "/py/a", "--transport", "plain,tls,snappy"] + list(argv))
+        return Bench(args, "nsqload", "/py/a", "CPython", ["/py/a"], transport, certificates)
+
+    def test_nsqloads_arguments_and_environment(self):
+        plain, tls, snappy = (self._bench(t) for t in ("plain", "tls", "snappy"))
+        self.assertEqual((plain.transport_args, plain.load_env, plain.tls), ([], None, None))
+        self.assertEqual((snappy.transport_args, snappy.load_env, snappy.tls), (["snappy"], None, None))
+        self.assertEqual((tls.transport_args, tls.tls), (["tls"], _CERTIFICATES))
+        self.assertEqual(tls.load_env, dict(os.environ, NSQLOAD_TLS_CA="/tmp/ca.pem"))
+
+    def test_tls_without_certificates_is_a_mistake(self):
+        self.assertRaises(ValueError, self._bench, "tls+deflate", certificates=None)
+        self.assertEqual(self._bench("deflate", certificates=None).tls, None)
+
+    def test_the_rows_transport(self):
+        bench = self._bench("tls")
+        self.assertEqual([bench.row(mode, 1, 100)["transport"] for mode in ("pub", "sub", "mem")], ["tls", "tls", None])
+
+    def _servers(self, bench, mode):
+        """The tls argument of the server a run of `mode` starts."""
+        started = []
+
+        class FakeServer:
+            def __init__(self, command, mem_queue_size, tls=None):
+                started.append(tls)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc_info):
+                pass
+
+            def new_log_problems(self):
+                return []
+
+        self.patch(scenarios, "Server", FakeServer)
+        row = bench._guarded(bench.row(mode, 1, 100), lambda server, row: None)
+        self.assertIsNone(row["error"])
+        return started
+
+    def test_the_servers_of_a_tls_transport_get_the_certificate(self):
+        self.assertEqual(self._servers(self._bench("tls"), "pub"), [_CERTIFICATES])
+        self.assertEqual(self._servers(self._bench("tls"), "sub"), [_CERTIFICATES])
+        self.assertEqual(self._servers(self._bench("snappy"), "pub"), [None])
+
+    def test_mem_runs_once_a_server_over_plain_tcp(self):
+        """In the bench of the first transport, with a server without TLS."""
+        first = self._bench("tls", "--transport", "tls,plain")
+        self.assertEqual(self._servers(first, "mem"), [None])
+        self.assertEqual(self._bench("plain", "--transport", "tls,plain").run("mem"), [])
+
+    def test_filling_a_backlog_goes_over_plain_tcp(self):
+        calls = self.mktemp()
+        fake = _script(self, 'echo "$# ${NSQLOAD_TLS_CA:--}" >> %s\necho "pub msgs=100 secs=0.05 rate=2000.0"' % calls)
+        bench = Bench(parse_args(["--transport", "tls+deflate"]), fake, "/py/a", "CPython", ["/py/a"], "tls+deflate",
+                      _CERTIFICATES)
+        server = argparse.Namespace(tcp_port=4150, exit_note=lambda: "")
+        self.assertEqual(bench.fill(server, 100).msgs, 100)
+        with open(calls) as f:
+            self.assertEqual(f.read(), "7 -\n")
+
+
+_NOTED_NSQD = """
+case "$1" in --version) echo 'nsqd v1.3.0 (built w/go1.19.8)'; exit 0;; esac
+echo "$@" >> %s
+exec %s %s "$@"
+"""
+
+
+class TransportMainTests(unittest.TestCase):
+    """python -m benchmarks --transport, as a whole: a stand-in Go nsqd (answers /ping, notes its flags)
+    and a stand-in nsqload (notes its arguments and whether NSQLOAD_TLS_CA names a file)."""
+
+    def setUp(self):
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            self.addCleanup(signal.signal, sig, signal.getsignal(sig))
+        # absolute: the servers run in their data directories
+        self.flags, self.calls = os.path.abspath(self.mktemp()), os.path.abspath(self.mktemp())
+        fake_nsqd = _script(self, _FAKE_NSQD % (os.path.abspath(self.mktemp()), 0), sys.executable)
+        self.nsqd = _script(self, _NOTED_NSQD % (self.flags, sys.executable, fake_nsqd))
+        self.nsqload = _script(self, 'ca=-; [ -f "$NSQLOAD_TLS_CA" ] && ca=ca\necho "$* $ca" >> %s\n'
+                                     'echo "pub msgs=1000 secs=0.10 rate=10000.0"' % self.calls)
+        self.built = []
+
+        def build(src, transports=False):
+            self.built.append(transports)
+            return self.nsqload
+
+        self.patch(cli, "build_nsqload", build)
+        # the --python runtime too is the stand-in: no real server here
+        self.patch(cli, "nsqtx_command", lambda python: [self.nsqd])
+
+    def _main(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(["--nsqd", self.nsqd, "--python", sys.executable, "--scenarios", "pub",
+                               "--connections", "1", "--seconds", "0.1", "--ping-interval", "0"] + list(argv))
+        with open(self.flags) as f, open(self.calls) as g:
+            return status, out.getvalue(), f.read().splitlines(), g.read().splitlines()
+
+    def test_each_transport_a_row_with_its_own_server_and_command_line(self):
+        status, out, flags, calls = self._main("--transport", "plain,tls+snappy", "--json")
+        self.assertEqual(status, 0)
+        doc = json.loads(out)
+        self.assertEqual(self.built, [True])
+        self.assertEqual(doc["settings"]["transports"], ["plain", "tls+snappy"])
+        self.assertEqual([(r["server"], r["transport"]) for r in doc["results"]],
+                         [(sys.executable, "plain"), (sys.executable, "tls+snappy"), (self.nsqd, "plain"),
+                          (self.nsqd, "tls+snappy")])
+        self.assertEqual([r["transport"] for r in doc["runs"]], ["plain", "tls+snappy"] * 2)
+        # nsqd's flags, and after them, for TLS only, the certificate and its key
+        self.assertEqual([[flag.split("=")[0] for flag in line.split()] for line in flags], [
+            ["--tcp-address", "--http-address", "--mem-queue-size", "--data-path", "--log-level"],
+            ["--tcp-address", "--http-address", "--mem-queue-size", "--data-path", "--log-level", "--tls-cert",
+             "--tls-key"]] * 2)
+        cert, key = (flag.split("=", 1)[1] for flag in flags[1].split()[-2:])
+        self.assertEqual((os.path.basename(cert), os.path.basename(key)), ("cert.pem", "key.pem"))
+        self.assertFalse(os.path.exists(os.path.dirname(cert)), "the certificates outlived the bench")
+        self.assertEqual([call.split()[5:] for call in calls],
+                         [["0.1", "1", "-"], ["0.1", "1", "tls+snappy", "ca"]] * 2)
+
+    def test_plain_as_before(self):
+        status, out, flags, calls = self._main()
+        self.assertEqual((status, self.built), (0, [False]))
+        self.assertEqual([len(line.split()) for line in flags], [5, 5])
+        self.assertEqual([call.split()[5:] for call in calls], [["0.1", "1", "-"]] * 2)
+        self.assertEqual(_cells(out.splitlines()[0]), FormatTableTests.HEADER)
+
+    def test_the_table_shows_the_transport(self):
+        status, out, flags, calls = self._main("--transport", "deflate")
+        self.assertEqual((status, self.built), (0, [True]))
+        header, *rows = out.splitlines()
+        self.assertEqual(_cells(header)[:3], ["runtime", "mode", "transport"])
+        self.assertEqual([_cells(line)[1:3] for line in rows], [["pub", "deflate"]] * 2)
