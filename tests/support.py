@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 import nsqtx
+from benchmarks.certificates import CertificateWriter
 from nsqtx.disk_worker import InlineWorker
 from nsqtx.log import debug_enabled, set_log_level
 from nsqtx.lookupd.node import NSQLookupd
@@ -337,45 +338,12 @@ def make_certificates(case) -> dict:
     """PEM files in a fresh directory: a CA ("ca"), a server certificate it signed for localhost and
     127.0.0.1 ("server", "server_key"), a client certificate it signed with common name "client-1"
     ("client", "client_key"), and a self-signed client certificate ("stranger", "stranger_key")."""
-    import datetime
-    import ipaddress
-    import os
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    directory = data_dir(case)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    paths = {}
-
-    def write(name, data):
-        path = paths[name] = os.path.join(directory, name + ".pem")
-        with open(path, "wb") as f:
-            f.write(data)
-
-    def issue(name, common_name, issuer_key=None, issuer_name=None, ca=False, names=()):
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name or subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
-        certificate = builder.sign(issuer_key or key, hashes.SHA256())
-        write(name, certificate.public_bytes(serialization.Encoding.PEM))
-        write(name + "_key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        return key, subject
-
-    ca_key, ca_name = issue("ca", "nsqtx test CA", ca=True)
-    issue("server", "localhost", ca_key, ca_name,
-          names=(x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))))
-    issue("client", "client-1", ca_key, ca_name)
-    issue("stranger", "stranger")
-    return paths
+    writer = CertificateWriter(data_dir(case))
+    writer.issue("ca", "nsqtx test CA", ca=True)
+    writer.issue("server", "localhost", issuer="ca", server=True)
+    writer.issue("client", "client-1", issuer="ca")
+    writer.issue("stranger", "stranger")
+    return writer.paths
 
 
 #: the transports a client can negotiate besides plain TCP, by the name of their test class

@@ -1161,7 +1161,7 @@ class TransportMainTests(unittest.TestCase):
             ["--tcp-address", "--http-address", "--mem-queue-size", "--data-path", "--log-level", "--tls-cert",
              "--tls-key"]] * 2)
         cert, key = (flag.split("=", 1)[1] for flag in flags[1].split()[-2:])
-        self.assertEqual((os.path.basename(cert), os.path.basename(key)), ("cert.pem", "key.pem"))
+        self.assertEqual((os.path.basename(cert), os.path.basename(key)), ("server.pem", "server_key.pem"))
         self.assertFalse(os.path.exists(os.path.dirname(cert)), "the certificates outlived the bench")
         self.assertEqual([call.split()[5:] for call in calls],
                          [["0.1", "1", "-"], ["0.1", "1", "tls+snappy", "ca"]] * 2)
