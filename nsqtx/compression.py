@@ -18,6 +18,10 @@ class CompressionError(Exception):
     """What arrived is not a valid compressed stream."""
 
 
+class StreamEnded(Exception):
+    """The peer ended its compressed stream properly: nothing more can be read, as at end of file."""
+
+
 #: snappy's stream identifier chunk, which every framed stream begins with (and may repeat)
 _SNAPPY_IDENTIFIER = b"\xff\x06\x00\x00sNaPpY"
 #: the largest chunk the framing format allows a writer to make: 4-byte checksum + a compressed
@@ -86,8 +90,8 @@ class DeflateCodec:
                 piece = decompressor.decompress(pending, PIECE)
             except zlib.error as err:
                 raise CompressionError("invalid deflate stream - %s" % (err,))
-            if decompressor.eof:
-                raise CompressionError("deflate stream ended")
             pending = decompressor.unconsumed_tail
             if piece:
                 yield piece
+            if decompressor.eof:
+                raise StreamEnded()

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from nsqtx.auth import AuthError
 from nsqtx.client_v2 import STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2
-from nsqtx.compression import CompressionError, DeflateCodec, SnappyCodec
+from nsqtx.compression import CompressionError, DeflateCodec, SnappyCodec, StreamEnded
 from nsqtx.errors import ClientError, FatalClientError, QueueError
 from nsqtx.goformat import base10, quote, text
 from nsqtx.identify import Features, decode_identify, feature_reply, negotiate
@@ -128,12 +128,15 @@ class ProtocolV2(LineReceiver):
 
     def _decompressed(self, data: bytes) -> None:
         """A compressed stream's bytes, parsed piece by piece as they decompress; garbage closes
-        the connection, as a read error does in nsqd."""
+        the connection, as a read error does in nsqd, and so does the stream's end, quietly, as end
+        of file does."""
         try:
             for piece in self._codec.decode(data):
                 if self.client.closed:
                     return
                 self._received(piece)
+        except StreamEnded:
+            self.client.close()
         except CompressionError as err:
             log.error("PROTOCOL(V2): [{client}] failed to read command - {err}", client=self.client.remote_address,
                       err=err)

@@ -10,9 +10,10 @@ import zlib
 import cramjam
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from nsqtx.compression import PIECE, CompressionError, DeflateCodec, SnappyCodec
+from nsqtx.compression import PIECE, CompressionError, DeflateCodec, SnappyCodec, StreamEnded
 from tests.support import RESPONSE, ConnCase, body, mpub_body, queued
 
 FLUSHES = st.lists(st.lists(st.binary(max_size=3000), min_size=1, max_size=4), min_size=1, max_size=6)
@@ -57,6 +58,13 @@ class CodecTests(TestCase):
                  (SnappyCodec(), b"\x00\xff\xff\xff"), (DeflateCodec(6), b"\xff\xff\xff\xff garbage")]
         for codec, data in cases:
             self.assertRaises(CompressionError, list, codec.decode(data))
+
+    def test_a_deflate_stream_s_end_comes_after_what_it_carried(self):
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        ending = compressor.compress(b"last words") + compressor.flush(zlib.Z_FINISH)
+        pieces = []
+        self.assertRaises(StreamEnded, pieces.extend, DeflateCodec(6).decode(ending + b"after the end"))
+        self.assertEqual(pieces, [b"last words"])
 
     def test_a_huge_expansion_comes_out_in_bounded_pieces(self):
         compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -106,6 +114,18 @@ class NegotiationTests(ConnCase):
         size = struct.unpack_from(">l", raw)[0]
         self.assertEqual(self.plain_frames(decoded(client_codec, [raw[4 + size:]])),
                          [(RESPONSE, b"OK"), (RESPONSE, b"OK")])
+
+    def test_a_deflate_stream_s_end_closes_quietly_after_the_commands_it_carried(self):
+        conn, identify = self.negotiate(None, deflate=True)
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        conn.send(identify + compressor.compress(b"PUB t\n" + struct.pack(">l", 4) + b"last")
+                  + compressor.flush(zlib.Z_FINISH))
+        self.assertTrue(conn.closed)
+        self.assertEqual([body(m) for m in queued(self.node.topics["t"].queue.memory)], [b"last"])
+        self.assertEqual([e for e in events if e["log_level"].name in ("warn", "error", "critical")], [])
 
     def test_garbage_in_a_compressed_stream_closes_that_connection_only(self):
         conn, identify = self.negotiate(SnappyCodec(), snappy=True)
