@@ -28,6 +28,7 @@ from twisted.trial.unittest import TestCase
 
 from nsqtx.lookupd.node import NSQLookupd
 from nsqtx.lookupd.options import LookupdOptions
+from nsqtx.message import new_batch
 from tests.support import logged_until, start_real_node, start_tls_node, transport_tests
 
 #: seconds the child works before giving up on its own, and before we kill it
@@ -96,6 +97,8 @@ class PynsqCase(TestCase):
 
     def setUp(self):
         self.node = self.start_node()
+        #: the nodes whose connections must all have ended before the child's report is checked
+        self.nodes = [self.node]
         #: every client the node had, also after it left
         self.clients = []
         connected = self.node.client_connected
@@ -110,8 +113,11 @@ class PynsqCase(TestCase):
         return start_real_node(self)
 
     def all_clients_gone(self):
-        """Fires once the server has dropped every connection, so all their commands were handled."""
-        node = self.node
+        """Fires once the servers have dropped every connection, so all their commands were handled."""
+        return defer.gatherResults([self.clients_gone(node) for node in self.nodes])
+
+    @staticmethod
+    def clients_gone(node):
         if not node.clients:
             return defer.succeed(None)
         done = defer.Deferred()
@@ -127,16 +133,17 @@ class PynsqCase(TestCase):
         return done
 
     @defer.inlineCallbacks
-    def exchange(self, topic, pub=(), mpub=(), readers=(), lookupd=None):
-        """Publish with a pynsq Writer and consume with pynsq Readers (which find the node through
-        `lookupd`'s HTTP address, if given); return the child's report once the server has handled
-        everything the child sent."""
+    def exchange(self, topic, pub=(), mpub=(), readers=(), lookupd=None, queued=()):
+        """Publish with a pynsq Writer and consume with pynsq Readers (which find the nodes through
+        `lookupd`'s HTTP address, if given, and also expect the bodies `queued` before); return the
+        child's report once the servers have handled everything the child sent."""
         spec = {
             "address": "127.0.0.1:%d" % self.node.tcp_port,
             "lookupd": lookupd,
             "topic": topic,
             "pub": [body.hex() for body in pub],
             "mpub": [[body.hex() for body in batch] for batch in mpub],
+            "queued": [body.hex() for body in queued],
             "readers": [dict(r, requeue_first=[b.hex() for b in r.get("requeue_first", ())]) for r in readers],
             "deadline": CHILD_DEADLINE,
             "connection": self.connection,
@@ -249,31 +256,43 @@ transport_tests(PlainTransportTests, globals())
 
 
 class LookupdTests(PynsqCase):
-    """pynsq's Reader given only nsqtx-lookupd's HTTP address, as consumers are usually set up."""
+    """pynsq's Reader given only nsqtx-lookupd's HTTP address, as consumers are usually set up, and
+    two nodes registered with it: the Reader finds and consumes from both."""
 
     def setUp(self):
         self.lookupd = NSQLookupd(LookupdOptions(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0"))
         self.lookupd.startService()
         self.addCleanup(self.lookupd.stopService)
-        # pynsq connects to the address the node registers, so it must be this host's
-        self.node = start_real_node(self, broadcast_address="127.0.0.1",
-                                    nsqlookupd_tcp_addresses=["127.0.0.1:%d" % self.lookupd.tcp_port])
+        # pynsq connects to the address a node registers, so it must be this host's
+        registered = dict(broadcast_address="127.0.0.1",
+                          nsqlookupd_tcp_addresses=["127.0.0.1:%d" % self.lookupd.tcp_port])
+        self.node = start_real_node(self, node_id=1, **registered)
+        self.other = start_real_node(self, node_id=2, **registered)
+        self.nodes = [self.node, self.other]
 
     @defer.inlineCallbacks
-    def test_a_reader_finds_the_node_through_lookupd_and_consumes(self):
-        self.node.get_topic("e2e_lookupd")
-        yield logged_until(lambda: self.lookupd.db.find_producers("topic", "e2e_lookupd", ""))
+    def test_a_reader_finds_both_nodes_through_lookupd_and_consumes_from_each(self):
+        topic = "e2e_lookupd"
+        for node in self.nodes:
+            node.get_topic(topic)
+        yield logged_until(lambda: len(self.lookupd.db.find_producers("topic", topic, "")) == 2)
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        bodies = make_bodies("lookupd", 20, 4)
-        report = yield self.exchange("e2e_lookupd", mpub=[bodies], lookupd="127.0.0.1:%d" % self.lookupd.http_port,
-                                     readers=[{"name": "r", "channel": "c", "max_in_flight": 8}])
-        self.assertExactlyOnce(report["deliveries"]["r"], bodies)
-        self.assertChannelDrained("e2e_lookupd", "c", 20)
-        self.assertIn("200 GET /lookup?topic=e2e_lookupd", [formatEvent(e).split(" (")[0] for e in events])
-        # the Reader's channel was registered with lookupd as the node made it
-        self.assertEqual([r.subkey for r in self.lookupd.db.find_registrations("channel", "e2e_lookupd", "*")], ["c"])
+        published = make_bodies("lookupd", 20, 4)
+        # published to the other node before the Reader connects: it waits there for the channel
+        waiting = make_bodies("other", 15, 5)
+        self.other.topics[topic].put(new_batch(self.other, waiting))
+        report = yield self.exchange(topic, mpub=[published], lookupd="127.0.0.1:%d" % self.lookupd.http_port,
+                                     readers=[{"name": "r", "channel": "c", "max_in_flight": 8}], queued=waiting)
+        self.assertExactlyOnce(report["deliveries"]["r"], published + waiting)
+        self.assertChannelDrained(topic, "c", 20)
+        ch = self.other.topics[topic].channels["c"]
+        self.assertEqual((ch.message_count, len(ch.in_flight), len(ch.queue.memory)), (15, 0, 0))
+        self.assertIn("200 GET /lookup?topic=" + topic, [formatEvent(e).split(" (")[0] for e in events])
+        # the Reader's channel was registered with lookupd by each node as it made it
+        self.assertEqual([r.subkey for r in self.lookupd.db.find_registrations("channel", topic, "*")], ["c"])
+        self.assertEqual(len(self.lookupd.db.find_producers("channel", topic, "c")), 2)
 
 
 # -- the child: pynsq on tornado's IOLoop
@@ -288,7 +307,7 @@ def _child_main(spec: dict) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     loop = IOLoop.current()
     address, topic = spec["address"], spec["topic"]
-    every = set(bytes.fromhex(h) for h in spec["pub"]) | set(
+    every = set(bytes.fromhex(h) for h in spec["pub"] + spec["queued"]) | set(
         bytes.fromhex(h) for batch in spec["mpub"] for h in batch)
     report = {"published": [], "deliveries": {}}
     channels = {}

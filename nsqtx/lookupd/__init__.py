@@ -6,7 +6,8 @@ from nsqtx import lazy_export
 
 __all__ = ["NSQLookupd", "LookupdOptions"]
 
-_EXPORTS = {"NSQLookupd": "nsqtx.lookupd.node", "LookupdOptions": "nsqtx.lookupd.options"}
+_EXPORTS = {"NSQLookupd": ("nsqtx.lookupd.node", "NSQLookupd"),
+            "LookupdOptions": ("nsqtx.lookupd.options", "LookupdOptions")}
 
 
 def __getattr__(name):
