@@ -6,14 +6,18 @@ from nsqtx.log import set_log_level
 from nsqtx.node import NSQD
 from nsqtx.options import Options as NodeOptions, check_data_path
 from nsqtx.server_process import ServerProcess
-from nsqtx.settings import (ADDRESS, ADDRESS_LIST, DURATION, INTEGER, LOG_LEVEL, STRING, SettingsOptions,
-                            parameters)
+from nsqtx.settings import (ADDRESS, ADDRESS_LIST, ANY, BOOLEAN, DURATION, EMPTY, FALSE, INTEGER, LOG_LEVEL,
+                            STRING, Missing, SettingsOptions, parameters)
 from nsqtx.version import NSQD_VERSION, __version__
+
+_NO_HTTP_CLIENT = "Go nsqd times its requests to nsqlookupd's HTTP API and AUTH servers with it; nsqtx makes none)"
+_ONE_SCANNER = "nsqtx checks every channel each cycle, on its one thread)"
 
 #: (Options attribute, kind, help), in the order Go nsqd lists its flags. The flag is the attribute
 #: with dashes, the config file key is the attribute itself (Go's file also calls node_id "id").
 SETTINGS = [
     ("log_level", LOG_LEVEL, "log verbosity: debug, info, warn, error or fatal"),
+    ("log_prefix", STRING, "log message prefix (no effect here: twistd's log format prefixes every line)"),
     ("node_id", INTEGER, "unique part for message IDs, in [0,1024) (default: hash of the host name)"),
     ("http_address", ADDRESS, "<addr>:<port> to listen on for HTTP clients"),
     ("tcp_address", ADDRESS, "<addr>:<port> to listen on for TCP clients"),
@@ -21,11 +25,17 @@ SETTINGS = [
     ("broadcast_tcp_port", INTEGER, "TCP port registered with lookupd (default: the listening port)"),
     ("broadcast_http_port", INTEGER, "HTTP port registered with lookupd (default: the listening port)"),
     ("nsqlookupd_tcp_addresses", ADDRESS_LIST, "lookupd TCP address (may be given multiple times)"),
+    ("http_client_connect_timeout", DURATION, "timeout for HTTP connect (no effect here: " + _NO_HTTP_CLIENT),
+    ("http_client_request_timeout", DURATION, "timeout for HTTP request (no effect here: " + _NO_HTTP_CLIENT),
     ("data_path", STRING, "path to store disk-backed messages (default: the current directory)"),
     ("mem_queue_size", INTEGER, "number of messages to keep in memory (per topic/channel)"),
     ("max_bytes_per_file", INTEGER, "number of bytes per diskqueue file before rolling"),
     ("sync_every", INTEGER, "number of messages per diskqueue fsync"),
     ("sync_timeout", DURATION, "duration of time per diskqueue fsync"),
+    ("queue_scan_worker_pool_max", INTEGER, "max concurrency for checking in-flight and deferred message "
+     "timeouts (no effect here: " + _ONE_SCANNER),
+    ("queue_scan_selection_count", INTEGER, "number of channels to check per cycle (every 100ms) for "
+     "in-flight and deferred timeouts (no effect here: " + _ONE_SCANNER),
     ("msg_timeout", DURATION, "default duration to wait before auto-requeueing a message"),
     ("max_msg_timeout", DURATION, "maximum duration before a message will time out"),
     ("max_msg_size", INTEGER, "maximum size of a single message in bytes"),
@@ -46,6 +56,43 @@ SETTINGS = [
     ("max_deflate_level", INTEGER, "max deflate compression level a client can negotiate"),
 ]
 
+#: Go nsqd's settings for the features nsqtx does not have yet, (config key, kind, help, Missing), in
+#: Go's order: accepted where they ask for nothing (as contrib/nsqd.cfg.example's tls_required = false),
+#: refused where they ask for the feature, since running without the TLS, AUTH or statsd a deployment
+#: counts on would be worse than not starting. Their /config answers come with their features.
+_TLS = "TLS"
+_STATSD = "statsd"
+_E2E = "end-to-end latency percentiles"
+MISSING = [
+    ("https_address", ADDRESS, "<addr>:<port> to listen on for HTTPS clients", Missing(_TLS, ANY)),
+    ("auth_http_addresses", STRING, "<addr>:<port> or a full url to query auth server (may be given "
+     "multiple times)", Missing("AUTH", EMPTY, flag="auth-http-address")),
+    ("statsd_address", STRING, "UDP <addr>:<port> of a statsd daemon for pushing stats", Missing(_STATSD, EMPTY)),
+    ("statsd_interval", DURATION, "duration between pushing to statsd", Missing(_STATSD, ANY)),
+    ("statsd_mem_stats", BOOLEAN, "toggle sending memory and GC stats to statsd", Missing(_STATSD, ANY)),
+    ("statsd_prefix", STRING, "prefix used for keys sent to statsd (%s for host replacement)", Missing(_STATSD, ANY)),
+    ("statsd_udp_packet_size", INTEGER, "the size in bytes of statsd UDP packets", Missing(_STATSD, ANY)),
+    ("statsd_exclude_ephemeral", BOOLEAN, "skip ephemeral topics and channels when sending stats to statsd",
+     Missing(_STATSD, ANY)),
+    ("e2e_processing_latency_percentiles", STRING, "message processing time percentiles (as float (0, 1.0]) "
+     "to track (may be given multiple times or comma separated)",
+     Missing(_E2E, EMPTY, flag="e2e-processing-latency-percentile")),
+    ("e2e_processing_latency_window_time", DURATION, "calculate end to end latency quantiles for this "
+     "duration of time", Missing(_E2E, ANY)),
+    ("tls_cert", STRING, "path to certificate file", Missing(_TLS, EMPTY)),
+    ("tls_key", STRING, "path to key file", Missing(_TLS, EMPTY)),
+    ("tls_client_auth_policy", STRING, "client certificate auth policy ('require' or 'require-verify')",
+     Missing(_TLS, EMPTY)),
+    ("tls_root_ca_file", STRING, "path to certificate authority file", Missing(_TLS, EMPTY)),
+    ("tls_required", BOOLEAN, "require TLS for client connections (true, false, tcp-https)", Missing(_TLS, FALSE)),
+    ("tls_min_version", STRING, "minimum SSL/TLS version acceptable ('tls1.0', 'tls1.1', 'tls1.2' or "
+     "'tls1.3')", Missing(_TLS, EMPTY)),
+    ("deflate", BOOLEAN, "enable deflate feature negotiation (client compression)",
+     Missing("deflate compression", FALSE)),
+    ("snappy", BOOLEAN, "enable snappy feature negotiation (client compression)",
+     Missing("snappy compression", FALSE)),
+]
+
 #: Go nsqd's config file names the node id "id"; "node_id" matches the flag and is accepted too.
 FILE_ALIASES = {"id": "node_id"}
 
@@ -55,14 +102,16 @@ def version_string() -> str:
 
 
 class NSQDOptions(SettingsOptions):
-    longdesc = ("Runs nsqd (protocol V2, wire-compatible with NSQ 1.3). Durations use Go syntax "
+    longdesc = ("Runs nsqd (protocol V2, wire-compatible with NSQ 1.3). Flags take Go's syntax too "
+                "(-name=value, -name value, a boolean as -name or -name=false); durations are Go's "
                 "(60s, 250ms, 1m30s). Flags override values from --config.")
 
     program = "nsqtx"
     settings = SETTINGS
     options_class = NodeOptions
     aliases = FILE_ALIASES
-    optParameters = parameters(SETTINGS, NodeOptions())
+    missing = MISSING
+    optParameters = parameters(SETTINGS, NodeOptions(), MISSING)
 
     options: NodeOptions
 
@@ -72,6 +121,9 @@ class NSQDOptions(SettingsOptions):
     def opt_lookupd_tcp_address(self, address):
         """lookupd TCP address (may be given multiple times)"""
         self.add_to_list("nsqlookupd_tcp_addresses", "--lookupd-tcp-address", address)
+
+    def opt_worker_id(self):
+        """[deprecated] no effect, as in Go nsqd 1.3: use --node-id"""
 
     def postOptions(self):
         SettingsOptions.postOptions(self)

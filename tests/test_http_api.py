@@ -917,8 +917,26 @@ class ConfigTests(APITestCase):
         # lg.LogLevel is an int: info is 2
         self.assertEqual(self.get("/config/log_level").body, b"2")
 
+    def test_options_accepted_without_effect_answer_as_go(self):
+        """Answers of Go nsqd 1.3 at its defaults."""
+        response = self.get("/config/log_prefix")
+        self.assertEqual((response.code, response.body), (200, b"[nsqd] "))
+        self.assertEqual(response.headers[b"content-type"], b"text/plain; charset=utf-8")
+        for name, body in (("http_client_connect_timeout", b"2000000000"), ("http_client_request_timeout", b"5000000000"),
+                           ("queue_scan_selection_count", b"20"), ("queue_scan_worker_pool_max", b"4")):
+            response = self.get("/config/" + name)
+            self.assertEqual((response.code, response.body), (200, body), name)
+            self.assertEqual(response.headers[b"content-type"], b"application/json; charset=utf-8")
+
     def test_unknown_options(self):
-        for name in ("nope", "node_id", "queue_scan_interval", "client_timeout", "validate", "__dict__"):
+        # Go has no config name for the options without a flag (queue_scan_dirty_percent, ...)
+        for name in ("nope", "node_id", "queue_scan_interval", "client_timeout", "queue_scan_dirty_percent",
+                     "validate", "__dict__"):
+            self.assertError(self.get("/config/" + name), 400, "INVALID_OPTION")
+
+    def test_options_of_missing_features_come_with_them(self):
+        for name in ("https_address", "auth_http_addresses", "tls_required", "tls_cert", "statsd_address",
+                     "statsd_prefix", "e2e_processing_latency_percentiles", "deflate", "snappy"):
             self.assertError(self.get("/config/" + name), 400, "INVALID_OPTION")
 
     def test_put_log_level(self):
