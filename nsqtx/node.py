@@ -19,6 +19,7 @@ from twisted.internet import defer
 
 from nsqtx import metadata
 from nsqtx.backend_queue import DiskBackend, DiskEncoder, DroppingQueue
+from nsqtx.dirlock import DirLock
 from nsqtx.disk_worker import ThreadPoolWorker
 from nsqtx.diskqueue import DiskQueue
 from nsqtx.guid import GUIDFactory
@@ -63,6 +64,8 @@ class NSQD(MultiService):
         self.options = options if options is not None else Options()
         self.options.validate()
         self.disk_worker = disk_worker if disk_worker is not None else ThreadPoolWorker(reactor)
+        #: held from startService until what stopService writes is on disk
+        self.data_lock = DirLock(self.options.data_path)
         self.topics = {}
         self.clients = {}
         self.guid = GUIDFactory(self.options.node_id)
@@ -173,24 +176,33 @@ class NSQD(MultiService):
     # -- lifecycle
 
     def startService(self):
-        """Load the last run's topics and channels, then start the scanner and listen."""
+        """Lock the data path (see :mod:`nsqtx.dirlock`), load the last run's topics and channels,
+        then start the scanner and listen. A failure releases the lock, so that a program may try
+        again."""
         options = self.options
         set_log_level(options.log_level)
         check_data_path(options.data_path)
-        self._load_metadata()
-        self.start_time = self.clock.seconds()
-        MultiService.startService(self)
+        self.data_lock.lock()
+        try:
+            self._load_metadata()
+            self.start_time = self.clock.seconds()
+            MultiService.startService(self)
+        except BaseException:
+            self.data_lock.unlock()
+            raise
         log.info("nsqtx v{version} (nsqd {nsqd} protocol) TCP: listening on {tcp}, HTTP: listening on {http}",
                  version=__version__, nsqd=NSQD_VERSION, tcp=self.tcp.port.getHost(),
                  http=self.http.port.getHost())
 
     def stopService(self):
         """Stop listening and scanning, write every queued, in-flight and deferred message to disk,
-        and disconnect the clients. A Deferred that fires once all that is done."""
+        and disconnect the clients. A Deferred that fires once all that is done. The data path is
+        unlocked as soon as everything is on disk, without waiting for slow clients to go."""
         Service.stopService(self)
         waits = [defer.maybeDeferred(service.stopService) for service in reversed(list(self))]
         self._persist_metadata()
-        waits.extend(topic.close() for topic in list(self.topics.values()))
+        on_disk = defer.DeferredList([topic.close() for topic in list(self.topics.values())])
+        waits.append(on_disk.addCallback(lambda _: self.data_lock.unlock()))
         if self.clients:
             self._all_closed = defer.Deferred()
             for client in list(self.clients):

@@ -58,11 +58,17 @@ class APITestCase(TestCase):
         options.update(self.options)
         self.node = NSQD(Options(**options), reactor=self.clock, disk_worker=InlineWorker())
         self.node.startService()
+        self.addCleanup(self.stop_node)
         # PUT /config/log_level changes the process-wide level: put it back
         self.addCleanup(nsqlog.set_log_level, "info")
         port, self.site, _, interface = self.clock.tcpServers[1]
         self.assertEqual((port, interface), (4151, "127.0.0.1"))
         self.http = StubTreq(self.site.resource)
+
+    def stop_node(self):
+        """Stop the node, which frees its data path's lock, without waiting for its clients: on
+        StringTransports they never go."""
+        self.node.stopService()
 
     # -- requests
 
