@@ -15,7 +15,8 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from nsqtx import stats
 from nsqtx.errors import FatalClientError, QueueError
 from nsqtx.http_params import BOOL_PARAMS, Params, content_length, int64, read_body
-from nsqtx.http_responses import HTTPError, logged, plain_text, respond_v1, v1
+from nsqtx.http_responses import HTTPError, logged, plain_text, v1
+from nsqtx.http_router import Router, request_path
 from nsqtx.log import set_log_level
 from nsqtx.message import new_batch
 from nsqtx.options import LOG_LEVELS, parse_address
@@ -42,19 +43,15 @@ class HTTPAPI:
 
     def __init__(self, node):
         self.node = node
+        #: what nsqd's router answers when no route takes a request
+        self.router = Router(self.app.url_map)
         stats.watch_gc_pauses()
 
-    # -- errors of the router itself: JSON, as httprouter's NotFound / MethodNotAllowed handlers
+    # -- no route: redirects, OPTIONS, 405 and 404 as httprouter has them
 
-    @app.handle_errors(NotFound)
-    def not_found(self, request, failure):
-        return respond_v1(request, 404, "NOT_FOUND")
-
-    @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request, failure):
-        allowed = failure.value.valid_methods or ()
-        request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode("ascii"))
-        return respond_v1(request, 405, "METHOD_NOT_ALLOWED")
+    @app.handle_errors(NotFound, MethodNotAllowed)
+    def unrouted(self, request, failure):
+        return self.router.unrouted(request, request_path(request))
 
     # -- node
 

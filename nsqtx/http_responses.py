@@ -23,6 +23,9 @@ _JSON = b"application/json; charset=utf-8"
 #: Go's json.Marshal escapes these inside strings (they can appear nowhere else in JSON)
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _JSON_ESCAPE = re.compile("[<>&\u2028\u2029]")
+#: Go's htmlEscape, for the body of a redirect
+_HTML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"}
+_HTML_ESCAPE = re.compile("[&<>\"']")
 
 
 class HTTPError(Exception):
@@ -57,6 +60,26 @@ def respond_v1(request, code: int, data) -> bytes:
     request.setHeader(b"X-NSQ-Content-Type", b"nsq; version=1.0")
     _set_body_headers(request, body, content_type)
     return body
+
+
+def respond_bare(request, code: int, body: bytes = b"", content_type=None) -> bytes:
+    """An answer of Go's router or net/http rather than of nsqd's handlers: no X-NSQ-Content-Type
+    (OPTIONS' empty 200, a redirect)."""
+    request.setResponseCode(code)
+    _set_body_headers(request, body, content_type)
+    return body
+
+
+def redirect(request, code: int, location: str) -> bytes:
+    """Go's http.Redirect to `location`, an ASCII path and query (twisted.web refuses request lines
+    beyond ASCII): the Location header, and for a GET (always a 301 here) the short HTML body
+    pointing there."""
+    request.setHeader(b"Location", location.encode("ascii"))
+    if request.method != b"GET":
+        return respond_bare(request, code)
+    href = _HTML_ESCAPE.sub(lambda m: _HTML_ESCAPES[m.group()], location)
+    body = '<a href="%s">Moved Permanently</a>.\n\n' % href
+    return respond_bare(request, code, body.encode("ascii"), b"text/html; charset=utf-8")
 
 
 def _set_body_headers(request, body: bytes, content_type) -> None:

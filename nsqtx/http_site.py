@@ -1,7 +1,8 @@
 """The twisted.web site that serves :class:`~nsqtx.http_api.HTTPAPI`, apart from the routes because
 what it guards against comes before any route runs: the site stores at most
 ``max(--max-body-size, --max-msg-size) + 1`` bytes of any body (:class:`BoundedRequest`), whatever a
-client sends, and answers a path that is not UTF-8 with nsqd's JSON 404.
+client sends, answers a path that is not UTF-8 with nsqd's JSON 404, and a method without routes as
+nsqd's router does (:mod:`nsqtx.http_router`).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from twisted.web.server import Request, Site
 
 from nsqtx.http_api import HTTPAPI
 from nsqtx.http_responses import respond_v1
+from nsqtx.http_router import request_path
 
 
 class BoundedRequest(Request):
@@ -43,20 +45,24 @@ class BoundedRequest(Request):
 
 
 class _Root(Resource):
-    """Sends a path that is not UTF-8 to nsqd's JSON 404 (Klein would answer it with plain text)."""
+    """Sends a path that is not UTF-8 to nsqd's JSON 404 (Klein would answer it with plain text),
+    and a request no route can take to the router's answer (see Router.can_route)."""
 
     isLeaf = True
 
-    def __init__(self, routes):
+    def __init__(self, api):
         Resource.__init__(self)
-        self.routes = routes
+        self.routes = api.app.resource()
+        self.router = api.router
 
     def render(self, request):
         try:
-            b"/".join(request.postpath).decode("utf-8")
+            path = request_path(request)
             request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
             return respond_v1(request, 404, "NOT_FOUND")
+        if not self.router.can_route(request.method.decode("ascii"), path):
+            return self.router.unrouted(request, path)
         return self.routes.render(request)
 
 
@@ -64,7 +70,7 @@ class NSQSite(Site):
     requestFactory = BoundedRequest
 
     def __init__(self, node):
-        Site.__init__(self, _Root(HTTPAPI(node).app.resource()), reactor=node.reactor)
+        Site.__init__(self, _Root(HTTPAPI(node)), reactor=node.reactor)
         self.node = node
         self.noisy = False
 

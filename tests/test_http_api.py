@@ -88,6 +88,11 @@ class APITestCase(TestCase):
     def post(self, path: str, body: bytes | None = None) -> Response:
         return self.request("POST", path, body)
 
+    def route(self, method: str, target: str) -> Response:
+        """A request as it is on the wire, its path untouched by any client library."""
+        return self.raw(b"%s %s HTTP/1.1\r\nHost: nsqd.test\r\nConnection: close\r\n\r\n"
+                        % (method.encode(), target.encode("latin-1")))
+
     def raw(self, data: bytes) -> Response:
         """Feed raw HTTP/1.1 bytes to the node's own HTTP site; parse the one response."""
         proto = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
@@ -928,7 +933,8 @@ class ConfigTests(APITestCase):
         response = self.get("/config/log_prefix")
         self.assertEqual((response.code, response.body), (200, b"[nsqd] "))
         self.assertEqual(response.headers[b"content-type"], b"text/plain; charset=utf-8")
-        for name, body in (("http_client_connect_timeout", b"2000000000"), ("http_client_request_timeout", b"5000000000"),
+        for name, body in (("http_client_connect_timeout", b"2000000000"),
+                           ("http_client_request_timeout", b"5000000000"),
                            ("queue_scan_selection_count", b"20"), ("queue_scan_worker_pool_max", b"4")):
             response = self.get("/config/" + name)
             self.assertEqual((response.code, response.body), (200, body), name)
@@ -987,6 +993,9 @@ class ConfigTests(APITestCase):
 
 
 class RouterTests(APITestCase):
+    """What nsqd's router (httprouter 1.3) answers around the routes; each request below was also
+    sent to a Go nsqd 1.3.0, which answered the same status, Location, Allow and body."""
+
     def test_unknown_path_is_json_404(self):
         self.assertError(self.get("/not_found"), 404, "NOT_FOUND")
         self.assertError(self.post("/topic/nope?topic=t"), 404, "NOT_FOUND")
@@ -998,7 +1007,73 @@ class RouterTests(APITestCase):
             response = self.request(method, path)
             self.assertError(response, 405, "METHOD_NOT_ALLOWED")
         self.assertEqual(self.node.topics, {})
-        self.assertIn(b"POST", self.request("GET", "/pub").headers[b"allow"])
+
+    def test_allow_names_the_paths_methods_and_options_as_httprouter(self):
+        for method, path, allow in (("GET", "/pub", b"OPTIONS, POST"), ("POST", "/ping", b"GET, OPTIONS"),
+                                    ("DELETE", "/config/x", b"GET, OPTIONS, PUT"),
+                                    ("POST", "/config/x", b"GET, OPTIONS, PUT")):
+            response = self.route(method, path)
+            self.assertError(response, 405, "METHOD_NOT_ALLOWED")
+            self.assertEqual(response.headers[b"allow"], allow, (method, path))
+
+    def test_head_has_no_routes_as_in_nsqd(self):
+        response = self.route("HEAD", "/ping")
+        self.assertEqual((response.code, response.body), (405, b""))
+        self.assertEqual(response.headers[b"allow"], b"GET, OPTIONS")
+        self.assertEqual(response.headers[b"content-length"], b"32")
+        self.assertEqual(self.route("HEAD", "/nope").code, 404)
+
+    def test_options_answers_the_allowed_methods(self):
+        for path, allow in (("/ping", b"GET, OPTIONS"), ("/pub?topic=t", b"OPTIONS, POST"),
+                            ("/config/msg_timeout", b"GET, OPTIONS, PUT")):
+            response = self.route("OPTIONS", path)
+            self.assertEqual((response.code, response.body, response.headers[b"allow"]), (200, b"", allow))
+            self.assertEqual(response.headers[b"content-length"], b"0")
+            self.assertNotIn(b"content-type", response.headers)
+            self.assertNotIn(b"x-nsq-content-type", response.headers)
+        self.assertError(self.route("OPTIONS", "/nope"), 404, "NOT_FOUND")
+        self.assertEqual(self.node.topics, {})
+
+    def test_trailing_slash_redirects_get_301(self):
+        for path, location in (("/ping/", b"/ping"), ("/info/", b"/info"),
+                               ("/stats/?format=json", b"/stats?format=json"),
+                               ("/config/msg_timeout/", b"/config/msg_timeout"), ("/ping/?", b"/ping?")):
+            response = self.route("GET", path)
+            self.assertEqual((response.code, response.headers[b"location"]), (301, location), path)
+            self.assertEqual(response.body, b'<a href="%s">Moved Permanently</a>.\n\n' % location)
+            self.assertEqual(response.headers[b"content-type"], b"text/html; charset=utf-8")
+            self.assertNotIn(b"x-nsq-content-type", response.headers)
+
+    def test_trailing_slash_redirects_other_methods_307(self):
+        for method, path, location in (("POST", "/pub/?topic=t", b"/pub?topic=t"),
+                                       ("POST", "/topic/create/?topic=t", b"/topic/create?topic=t"),
+                                       ("PUT", "/config/log_level/", b"/config/log_level")):
+            response = self.route(method, path)
+            self.assertEqual((response.code, response.headers[b"location"], response.body), (307, location, b""))
+            self.assertNotIn(b"content-type", response.headers)
+        self.assertEqual(self.node.topics, {})
+
+    def test_cleaned_and_case_folded_paths_redirect(self):
+        for method, path, code, location in (
+                ("GET", "//ping", 301, b"/ping"), ("GET", "/PING", 301, b"/ping"),
+                ("GET", "/Ping/", 301, b"/ping"),
+                ("GET", "/stats/../info", 301, b"/info"), ("GET", "/./info", 301, b"/info"),
+                ("GET", "/CONFIG/Msg_Timeout", 301, b"/config/Msg_Timeout"),
+                ("POST", "/Topic//Create?topic=t", 307, b"/topic/create?topic=t"),
+                ("GET", "///ping", 301, b"/ping"), ("GET", "/config//x", 301, b"/config/x"),
+                ("GET", "/ping/%C3%A9/..", 301, b"/ping"),
+                ("GET", "/PING?q=%C3%A9&x=%2F", 301, b"/ping?q=%C3%A9&x=%2F"),
+                ("GET", "/Config/%C3%A9%20x", 301, b"/config/%C3%A9%20x")):
+            response = self.route(method, path)
+            self.assertEqual((response.code, response.headers[b"location"]), (code, location), path)
+        self.assertEqual(self.route("GET", "/PING?x=<>\"'&").body,
+                         b'<a href="/ping?x=&lt;&gt;&#34;&#39;&amp;">Moved Permanently</a>.\n\n')
+
+    def test_no_redirect_to_another_methods_route(self):
+        for method, path in (("POST", "/ping/"), ("GET", "/pub/"), ("DELETE", "/ping/"), ("OPTIONS", "/ping/"),
+                             ("GET", "/"), ("GET", "/config/"), ("GET", "/config//"), ("PUT", "/ping/")):
+            self.assertError(self.route(method, path), 404, "NOT_FOUND")
+        self.assertEqual(self.route("HEAD", "/ping/").code, 404)
 
     def test_path_that_is_not_utf8_is_json_404(self):
         response = self.raw(b"GET /%ff HTTP/1.1\r\nHost: nsqd.test\r\nConnection: close\r\n\r\n")
