@@ -480,7 +480,8 @@ class MissingFeatureTests(ParseTestsMixin, unittest.TestCase):
                 continue
             _, toml = asking_value(missing)
             path = self.write_config("%s = %s\n" % (name, toml))
-            self.assertStartupError(["--config", path], path, "%s = %s asks for %s" % (name, toml, missing.feature))
+            self.assertStartupError(["--config", path], path,
+                                    "%s = %s asks for %s" % (name, toml, missing.feature))
 
     def test_values_that_ask_for_nothing(self):
         options = parse("--tls-cert=", "--tls-required=false", "-snappy=0", "--deflate=F", "-statsd-prefix=x",
@@ -514,7 +515,8 @@ class MissingFeatureTests(ParseTestsMixin, unittest.TestCase):
         with open(EXAMPLE_CONFIG, encoding="utf-8") as f:
             text = f.read()
         text = text.replace("e2e_processing_latency_percentiles = [\n    1.0,\n    0.99,\n    0.95\n]", "")
-        self.assertStartupError(["--config", self.write_config(text)], "deflate = true asks for deflate compression")
+        self.assertStartupError(["--config", self.write_config(text)],
+                                "deflate = true asks for deflate compression")
         text = text.replace("deflate = true", "deflate = false").replace("snappy = true", "snappy = false")
         options = parse("--config", self.write_config(text))
         self.assertEqual((options.nsqlookupd_tcp_addresses, options.max_msg_size, options.max_body_size,
