@@ -631,28 +631,23 @@ class TwistdTests(unittest.TestCase):
     def setUp(self):
         self.workdir = make_tempdir(self)
 
-    def test_serves_and_shuts_down_on_sigterm(self):
-        tcp_port, http_port = free_port(), free_port()
-        log_path = os.path.join(self.workdir, "twistd.out")
+    def start(self, argv, name: str = "twistd"):
+        """A server process run by `argv` from the working directory, logging to a file of its
+        own outside it; returns (process, a function reading its output so far)."""
+        log_path = os.path.join(make_tempdir(self), name + ".out")
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                twistd("-n", "--pidfile=", "nsqtx", "--tcp-address=127.0.0.1:%d" % tcp_port,
-                       "--http-address=127.0.0.1:%d" % http_port, "--data-path=" + self.workdir),
-                cwd=self.workdir, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(argv, cwd=self.workdir, env=subprocess_env(), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.addCleanup(self.kill, proc)
 
         def output():
             with open(log_path, "rb") as f:
                 return f.read().decode("utf-8", "replace")
 
-        self.assertEqual(wait_for_ping(self, proc, http_port, self.START_TIMEOUT, output), b"OK")
-        client = socket.create_connection(("127.0.0.1", tcp_port), timeout=self.STOP_TIMEOUT)
-        self.addCleanup(client.close)
-        # A published message answered OK: the server has accepted and is serving this client.
-        client.sendall(b"  V2PUB t\n\x00\x00\x00\x02hi")
-        self.assertEqual(client.recv(10), b"\x00\x00\x00\x06\x00\x00\x00\x00OK")
+        return proc, output
 
+    def terminate(self, proc, output) -> None:
+        """SIGTERM: the server stops cleanly and exits 0."""
         proc.send_signal(signal.SIGTERM)
         try:
             status = proc.wait(self.STOP_TIMEOUT)
@@ -660,7 +655,37 @@ class TwistdTests(unittest.TestCase):
             self.fail("twistd still running %ss after SIGTERM:\n%s" % (self.STOP_TIMEOUT, output()))
         self.assertEqual(status, 0, output())
         self.assertIn("Server Shut Down.", output())
+
+    def test_serves_and_shuts_down_on_sigterm(self):
+        tcp_port, http_port = free_port(), free_port()
+        proc, output = self.start(twistd("-n", "--pidfile=", "nsqtx", "--tcp-address=127.0.0.1:%d" % tcp_port,
+                                         "--http-address=127.0.0.1:%d" % http_port, "--data-path=" + self.workdir))
+        self.assertEqual(wait_for_ping(self, proc, http_port, self.START_TIMEOUT, output), b"OK")
+        client = socket.create_connection(("127.0.0.1", tcp_port), timeout=self.STOP_TIMEOUT)
+        self.addCleanup(client.close)
+        # A published message answered OK: the server has accepted and is serving this client.
+        client.sendall(b"  V2PUB t\n\x00\x00\x00\x02hi")
+        self.assertEqual(client.recv(10), b"\x00\x00\x00\x06\x00\x00\x00\x00OK")
+        self.terminate(proc, output)
         self.assertEqual(client.recv(100), b"", "the connected client was not closed")
+
+    def test_python_m_nsqtx_runs_servers_side_by_side_without_pidfiles(self):
+        """`python -m nsqtx` runs as `twistd -n --pidfile= nsqtx`: two servers started from one
+        directory both serve (with twistd's default twistd.pid, the second would be refused), Go's
+        flag syntax included."""
+        servers = []
+        for name in ("one", "two"):
+            data_path = os.path.join(self.workdir, name)
+            os.mkdir(data_path)
+            http_port = free_port()
+            proc, output = self.start([sys.executable, "-m", "nsqtx", "-tcp-address=127.0.0.1:%d" % free_port(),
+                                       "-http-address", "127.0.0.1:%d" % http_port, "-data-path=" + data_path], name)
+            servers.append((proc, http_port, output))
+        for proc, http_port, output in servers:
+            self.assertEqual(wait_for_ping(self, proc, http_port, self.START_TIMEOUT, output), b"OK")
+        self.assertEqual(sorted(os.listdir(self.workdir)), ["one", "two"])
+        for proc, _, output in servers:
+            self.terminate(proc, output)
 
     def test_port_in_use_is_one_line(self):
         taken = socket.socket()
