@@ -15,7 +15,8 @@ from klein import Klein
 from nsqtx import stats
 from nsqtx.errors import FatalClientError, QueueError
 from nsqtx.http_params import BOOL_PARAMS, Params, content_length, int64, read_body
-from nsqtx.http_responses import HTTPError, logged, plain_text, route_errors_as_json, v1
+from nsqtx.http_responses import HTTPError, logged, plain_text, v1
+from nsqtx.http_router import Router, answer_unrouted
 from nsqtx.http_site import NSQSite
 from nsqtx.log import set_log_level
 from nsqtx.message import new_batch
@@ -40,10 +41,12 @@ _LOG_LEVEL_NUMBERS = {name: number for number, name in enumerate(LOG_LEVELS, 1)}
 
 class HTTPAPI:
     app = Klein()
-    route_errors_as_json(app)
+    answer_unrouted(app)
 
     def __init__(self, node):
         self.node = node
+        #: what nsqd's router answers when no route takes a request
+        self.router = Router(self.app.url_map)
         stats.watch_gc_pauses()
 
     # -- node
@@ -334,7 +337,7 @@ def make_site(node, tls: bool = False) -> NSQSite:
     gate = None
     if not tls and options.tls_required == TLS_REQUIRED:
         gate = functools.partial(_tls_required, node)
-    return NSQSite(HTTPAPI(node).app.resource(), node.reactor, max(options.max_body_size, options.max_msg_size),
+    return NSQSite(HTTPAPI(node), node.reactor, max(options.max_body_size, options.max_msg_size),
                    gate)
 
 

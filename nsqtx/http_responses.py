@@ -13,8 +13,6 @@ import json
 import re
 import time
 
-from werkzeug.exceptions import MethodNotAllowed, NotFound
-
 from nsqtx.log import NSQLogger
 
 # the requests these decorators log are the API's, so they are logged under its name
@@ -25,6 +23,9 @@ _JSON = b"application/json; charset=utf-8"
 #: Go's json.Marshal escapes these inside strings (they can appear nowhere else in JSON)
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _JSON_ESCAPE = re.compile("[<>&\u2028\u2029]")
+#: Go's htmlEscape, for the body of a redirect
+_HTML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"}
+_HTML_ESCAPE = re.compile("[&<>\"']")
 
 
 class HTTPError(Exception):
@@ -59,6 +60,26 @@ def respond_v1(request, code: int, data) -> bytes:
     request.setHeader(b"X-NSQ-Content-Type", b"nsq; version=1.0")
     _set_body_headers(request, body, content_type)
     return body
+
+
+def respond_bare(request, code: int, body: bytes = b"", content_type=None) -> bytes:
+    """An answer of Go's router or net/http rather than of nsqd's handlers: no X-NSQ-Content-Type
+    (OPTIONS' empty 200, a redirect)."""
+    request.setResponseCode(code)
+    _set_body_headers(request, body, content_type)
+    return body
+
+
+def redirect(request, code: int, location: str) -> bytes:
+    """Go's http.Redirect to `location`, an ASCII path and query (twisted.web refuses request lines
+    beyond ASCII): the Location header, and for a GET (always a 301 here) the short HTML body
+    pointing there."""
+    request.setHeader(b"Location", location.encode("ascii"))
+    if request.method != b"GET":
+        return respond_bare(request, code)
+    href = _HTML_ESCAPE.sub(lambda m: _HTML_ESCAPES[m.group()], location)
+    body = '<a href="%s">Moved Permanently</a>.\n\n' % href
+    return respond_bare(request, code, body.encode("ascii"), b"text/html; charset=utf-8")
 
 
 def _set_body_headers(request, body: bytes, content_type) -> None:
@@ -125,24 +146,6 @@ def logged(handler):
                      remote="%s:%s" % (getattr(peer, "host", ""), getattr(peer, "port", "")),
                      elapsed=(time.perf_counter() - start) * 1000)
     return route
-
-
-def route_errors_as_json(app) -> None:
-    """Answer what the Klein `app`'s router itself refuses as httprouter's NotFound and
-    MethodNotAllowed handlers do in nsqd and nsqlookupd: JSON, 404 NOT_FOUND, or 405
-    METHOD_NOT_ALLOWED with the Allow header."""
-    app.handle_errors(NotFound)(_not_found)
-    app.handle_errors(MethodNotAllowed)(_method_not_allowed)
-
-
-def _not_found(api, request, failure):
-    return respond_v1(request, 404, "NOT_FOUND")
-
-
-def _method_not_allowed(api, request, failure):
-    allowed = failure.value.valid_methods or ()
-    request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode("ascii"))
-    return respond_v1(request, 405, "METHOD_NOT_ALLOWED")
 
 
 def _text(value) -> str:

@@ -1,8 +1,8 @@
 """The twisted.web site that serves an HTTP API's Klein routes (nsqd's :class:`~nsqtx.http_api.HTTPAPI`,
 nsqlookupd's :class:`~nsqtx.lookupd.http_api.HTTPAPI`), apart from the routes because what it guards
 against comes before any route runs: the site stores at most one byte more of any body than a route
-reads (:class:`BoundedRequest`), whatever a client sends, and answers a path that is not UTF-8 with
-Go's JSON 404.
+reads (:class:`BoundedRequest`), whatever a client sends, answers a path that is not UTF-8 with
+Go's JSON 404, and a request no route takes as Go's router does (:mod:`nsqtx.http_router`).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from nsqtx.http_responses import respond_v1
+from nsqtx.http_router import Router, request_path
 
 
 class BoundedRequest(Request):
@@ -42,14 +43,16 @@ class BoundedRequest(Request):
 
 
 class _Root(Resource):
-    """Sends a path that is not UTF-8 to Go's JSON 404 (Klein would answer it with plain text); a
-    `gate` answers every request itself when it returns a body (nsqd's TLS_REQUIRED)."""
+    """Sends a path that is not UTF-8 to Go's JSON 404 (Klein would answer it with plain text), and a
+    request no route can take to the router's answer (see Router.can_route); a `gate` answers every
+    request itself when it returns a body (nsqd's TLS_REQUIRED)."""
 
     isLeaf = True
 
-    def __init__(self, routes, gate=None):
+    def __init__(self, routes, router: Router, gate=None):
         Resource.__init__(self)
         self.routes = routes
+        self.router = router
         self.gate = gate
 
     def render(self, request):
@@ -58,20 +61,23 @@ class _Root(Resource):
             if answer is not None:
                 return answer
         try:
-            b"/".join(request.postpath).decode("utf-8")
+            path = request_path(request)
             request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
             return respond_v1(request, 404, "NOT_FOUND")
+        if not self.router.can_route(request.method.decode("ascii"), path):
+            return self.router.unrouted(request, path)
         return self.routes.render(request)
 
 
 class NSQSite(Site):
-    """Serves `routes` (a Klein app's resource), storing at most `body_limit` + 1 bytes of a body."""
+    """Serves `api`'s Klein routes (its `app`, bound to it), storing at most `body_limit` + 1 bytes of
+    a body; its `router` answers what they do not take."""
 
     requestFactory = BoundedRequest
 
-    def __init__(self, routes, reactor, body_limit: int, gate=None):
-        Site.__init__(self, _Root(routes, gate), reactor=reactor)
+    def __init__(self, api, reactor, body_limit: int, gate=None):
+        Site.__init__(self, _Root(api.app.resource(), api.router, gate), reactor=reactor)
         self.body_limit = body_limit
         self.noisy = False
 

@@ -2,6 +2,8 @@
 the shape nsqd and nsqlookupd share: a service tree with a TCP and an HTTP listener."""
 from __future__ import annotations
 
+import socket
+
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -9,11 +11,32 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from nsqtx.options import parse_address
 
 
+#: where Linux keeps the largest accept queue a listen() may ask for
+SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
+
+
+def listen_backlog() -> int:
+    """The accept queue to ask for: the kernel's somaxconn, as Go's net package asks (Linux caps
+    any larger request at it anyway).
+
+    Twisted's default of 50 overflows when clients connect all at once (a restart, a network blip):
+    the kernel drops what does not fit, and each of those clients waits a second or more for its
+    SYN to be sent again (docs/performance.md, "The listen backlog"). Where the file is missing or
+    holds no positive number, the platform's SOMAXCONN."""
+    try:
+        with open(SOMAXCONN_PATH, "rb") as f:
+            value = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return socket.SOMAXCONN
+    return value if value > 0 else socket.SOMAXCONN
+
+
 def server_endpoint(reactor, address: str, flag: str):
-    """The endpoint that listens on "host:port" (IPv6 hosts in brackets)."""
+    """The endpoint that listens on "host:port" (IPv6 hosts in brackets), with the kernel's largest
+    backlog (:func:`listen_backlog`)."""
     host, port = parse_address(address, flag)
     endpoint = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
-    return endpoint(reactor, port, interface=host)
+    return endpoint(reactor, port, backlog=listen_backlog(), interface=host)
 
 
 class Listener(Service):

@@ -21,6 +21,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from nsqtx import metadata
 from nsqtx.auth import AuthClient
 from nsqtx.backend_queue import DiskBackend, DiskEncoder, DroppingQueue
+from nsqtx.dirlock import DirLock
 from nsqtx.disk_worker import ThreadPoolWorker
 from nsqtx.diskqueue import DiskQueue
 from nsqtx.guid import GUIDFactory
@@ -56,6 +57,8 @@ class NSQD(ListeningServer):
         self.options = options if options is not None else Options()
         self.options.validate()
         self.disk_worker = disk_worker if disk_worker is not None else ThreadPoolWorker(reactor)
+        #: held from startService until what stopService writes is on disk
+        self.data_lock = DirLock(self.options.data_path)
         self.topics = {}
         self.guid = GUIDFactory(self.options.node_id)
         self.start_time = 0.0
@@ -76,7 +79,7 @@ class NSQD(ListeningServer):
         #: who AUTH asks about a secret; None without --auth-http-address (AUTH disabled)
         self.auth = AuthClient(reactor, self.options) if self.options.auth_http_addresses else None
         self.https = None
-        if self.options.https_address:
+        if self.tls is not None and self.options.https_address:
             self.https = Listener(server_endpoint(reactor, self.options.https_address, "--https-address"),
                                   TLSMemoryBIOFactory(self.tls, False, make_site(self, tls=True)))
             self.https.setName("https")
@@ -164,24 +167,33 @@ class NSQD(ListeningServer):
     # -- lifecycle
 
     def startService(self):
-        """Load the last run's topics and channels, then start the scanner and listen."""
+        """Lock the data path (see :mod:`nsqtx.dirlock`), load the last run's topics and channels,
+        then start the scanner and listen. A failure releases the lock, so that a program may try
+        again."""
         options = self.options
         set_log_level(options.log_level)
         check_data_path(options.data_path)
-        self._load_metadata()
-        self.start_time = self.clock.seconds()
-        MultiService.startService(self)
+        self.data_lock.lock()
+        try:
+            self._load_metadata()
+            self.start_time = self.clock.seconds()
+            MultiService.startService(self)
+        except BaseException:
+            self.data_lock.unlock()
+            raise
         log.info("nsqtx v{version} (nsqd {nsqd} protocol) TCP: listening on {tcp}, HTTP: listening on {http}",
                  version=__version__, nsqd=NSQD_VERSION, tcp=self.tcp.port.getHost(),
                  http=self.http.port.getHost())
 
     def stopService(self):
         """Stop listening and scanning, write every queued, in-flight and deferred message to disk,
-        and disconnect the clients. A Deferred that fires once all that is done."""
+        and disconnect the clients. A Deferred that fires once all that is done. The data path is
+        unlocked as soon as everything is on disk, without waiting for slow clients to go."""
         Service.stopService(self)
         waits = [defer.maybeDeferred(service.stopService) for service in reversed(list(self))]
         self._persist_metadata()
-        waits.extend(topic.close() for topic in list(self.topics.values()))
+        on_disk = defer.DeferredList([topic.close() for topic in list(self.topics.values())])
+        waits.append(on_disk.addCallback(lambda _: self.data_lock.unlock()))
         waits.append(self.clients.close_all(self.clock, _CLOSE_GRACE))
         log.info("nsqtx: stopping")
         return defer.DeferredList(waits)

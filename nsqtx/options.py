@@ -32,6 +32,7 @@ class Options:
         hostname = socket.gethostname()
         self.node_id = default_node_id(hostname)
         self.log_level = "info"
+        self.log_prefix = "[nsqd] "
         self.tcp_address = "0.0.0.0:4150"
         self.http_address = "0.0.0.0:4151"
         self.broadcast_address = hostname
@@ -48,6 +49,8 @@ class Options:
         self.sync_every = 2500
         self.sync_timeout = 2.0
         self.queue_scan_interval = 0.1
+        self.queue_scan_selection_count = 20
+        self.queue_scan_worker_pool_max = 4
         self.msg_timeout = 60.0
         self.max_msg_timeout = 15 * 60.0
         self.max_msg_size = 1024 * 1024
@@ -64,7 +67,8 @@ class Options:
         self.max_deflate_level = 6
         self.deflate = True
         self.snappy = True
-        self.https_address = ""
+        #: listened on only with a certificate (--tls-cert, --tls-key), as nsqd does
+        self.https_address = "0.0.0.0:4152"
         self.tls_cert = ""
         self.tls_key = ""
         self.tls_client_auth_policy = ""
@@ -117,6 +121,8 @@ class Options:
         if self.tls_client_auth_policy not in TLS_CLIENT_AUTH_POLICIES:
             raise ValueError("--tls-client-auth-policy must be require or require-verify (%r)"
                              % (self.tls_client_auth_policy,))
+        # as nsqd reads it: any case, and empty for the default
+        self.tls_min_version = (self.tls_min_version or "tls1.0").lower()
         if self.tls_min_version not in TLS_MIN_VERSIONS:
             raise ValueError("--tls-min-version must be tls1.0, tls1.1, tls1.2 or tls1.3 (%r)" % (self.tls_min_version,))
         if self.tls_required not in (TLS_NOT_REQUIRED, TLS_REQUIRED_EXCEPT_HTTP, TLS_REQUIRED):
@@ -126,9 +132,6 @@ class Options:
             self.tls_required = TLS_REQUIRED
         if self.tls_required and not (self.tls_cert and self.tls_key):
             raise ValueError("cannot require TLS client connections without TLS key and cert")
-        if self.https_address and not (self.tls_cert and self.tls_key):
-            raise ValueError("--https-address needs --tls-cert and --tls-key")
-
 
 
 def check_data_path(path: str) -> None:

@@ -107,6 +107,8 @@ def start_real_node(case, **overrides):
     case.addCleanup(check)
     case.addCleanup(globalLogPublisher.removeObserver, observe)
     overrides.setdefault("data_path", data_dir(case))
+    # a node with a certificate would listen for HTTPS on nsqd's 0.0.0.0:4152, which tests may share
+    overrides.setdefault("https_address", "")
     node = NSQD(Options(tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", **overrides))
     node.startService()
     # stopped once, whether or not the test stopped it (a service's children stop once)
@@ -495,6 +497,11 @@ class HTTPTestMixin:
     def post(self, path: str, body: bytes | None = None) -> Response:
         return self.request("POST", path, body)
 
+    def route(self, method: str, target: str) -> Response:
+        """A request as it is on the wire, its path untouched by any client library."""
+        return self.raw(b"%s %s HTTP/1.1\r\nHost: nsq.test\r\nConnection: close\r\n\r\n"
+                        % (method.encode(), target.encode("latin-1")))
+
     def raw(self, data: bytes) -> Response:
         """Feed raw HTTP/1.1 bytes to the server's own HTTP site; parse the one response."""
         proto = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
@@ -692,26 +699,23 @@ class TwistdTestsMixin:
                               env=subprocess_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, timeout=self.START_TIMEOUT)
 
-    def test_serves_and_shuts_down_on_sigterm(self):
-        tcp_port, http_port = free_port(), free_port()
-        log_path = os.path.join(self.workdir, "twistd.out")
+    def start(self, argv, name: str = "twistd"):
+        """A server process run by `argv` from the working directory, logging to a file of its own
+        outside it; returns (process, a function reading its output so far)."""
+        log_path = os.path.join(data_dir(self), name + ".out")
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                twistd("-n", "--pidfile=", self.program, "--tcp-address=127.0.0.1:%d" % tcp_port,
-                       "--http-address=127.0.0.1:%d" % http_port, *self.server_args()),
-                cwd=self.workdir, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(argv, cwd=self.workdir, env=subprocess_env(), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.addCleanup(self.kill, proc)
 
         def output():
             with open(log_path, "rb") as f:
                 return f.read().decode("utf-8", "replace")
 
-        self.assertEqual(wait_for_ping(self, proc, http_port, self.START_TIMEOUT, output), b"OK")
-        client = socket.create_connection(("127.0.0.1", tcp_port), timeout=self.STOP_TIMEOUT)
-        self.addCleanup(client.close)
-        self.exchange(client)
+        return proc, output
 
+    def terminate(self, proc, output) -> None:
+        """SIGTERM: the server stops cleanly and exits 0."""
         proc.send_signal(signal.SIGTERM)
         try:
             status = proc.wait(self.STOP_TIMEOUT)
@@ -719,6 +723,16 @@ class TwistdTestsMixin:
             self.fail("twistd still running %ss after SIGTERM:\n%s" % (self.STOP_TIMEOUT, output()))
         self.assertEqual(status, 0, output())
         self.assertIn("Server Shut Down.", output())
+
+    def test_serves_and_shuts_down_on_sigterm(self):
+        tcp_port, http_port = free_port(), free_port()
+        proc, output = self.start(twistd("-n", "--pidfile=", self.program, "--tcp-address=127.0.0.1:%d" % tcp_port,
+                                         "--http-address=127.0.0.1:%d" % http_port, *self.server_args()))
+        self.assertEqual(wait_for_ping(self, proc, http_port, self.START_TIMEOUT, output), b"OK")
+        client = socket.create_connection(("127.0.0.1", tcp_port), timeout=self.STOP_TIMEOUT)
+        self.addCleanup(client.close)
+        self.exchange(client)
+        self.terminate(proc, output)
         self.assertEqual(client.recv(100), b"", "the connected client was not closed")
 
     def test_port_in_use_is_one_line(self):

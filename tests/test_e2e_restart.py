@@ -1,6 +1,7 @@
 """Durable queues, end to end: the real `twistd -n nsqtx` in a subprocess, driven over real sockets,
 stopped by a real signal (SIGTERM for a clean shutdown, SIGKILL for a crash) and restarted on the
-same --data-path, including over a torn last record and a garbage segment file.
+same --data-path, including over a torn last record and a garbage segment file; and the lock that
+keeps a second server off that path while one runs.
 
 Only the subprocess is waited on with a clock: bounded polls for /ping, for process exit and for
 /stats to show a condition, and bounded socket timeouts. Everything else waits for an actual frame.
@@ -208,8 +209,8 @@ class Server:
         self.assert_no_traceback()
 
 
-class RestartTests(unittest.TestCase):
-    """Each test: start, publish, stop by a signal, (damage the files,) restart, consume everything."""
+class ServerTestCase(unittest.TestCase):
+    """Servers started one after the other on one data path."""
 
     timeout = 120
     START_TIMEOUT = 60.0
@@ -232,6 +233,10 @@ class RestartTests(unittest.TestCase):
     def assert_no_traceback_anywhere(self) -> None:
         for server in self.servers:
             server.assert_no_traceback()
+
+
+class RestartTests(ServerTestCase):
+    """Each test: start, publish, stop by a signal, (damage the files,) restart, consume everything."""
 
     def wait_for(self, condition, describe) -> None:
         """Poll `condition` (a bounded poll of the subprocess' state) until true or READ_TIMEOUT."""
@@ -446,6 +451,30 @@ class RestartTests(unittest.TestCase):
         self.assertEqual(server.stats()["health"], "OK")
         server.terminate(self.STOP_TIMEOUT)
         self.assert_no_traceback_anywhere()
+
+
+class DataPathLockTests(ServerTestCase):
+    def test_second_server_refused_and_a_killed_ones_lock_gone(self):
+        """As Go nsqd: a second server on the data path exits 1 with one line naming it; the lock
+        dies with a SIGKILLed server, so the next start serves."""
+        first = self.start()
+        log_path = os.path.join(self.log_dir, "second.out")
+        second = Server(self, self.data_path, log_path, [])
+        try:
+            status = second.proc.wait(self.START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail("a second server on the same data path did not exit:\n" + second.output())
+        self.assertEqual(status, 1, second.output())
+        second.assert_no_traceback()
+        self.assertEqual(second.output().splitlines()[-1].split("] ", 1)[-1],
+                         "nsqtx: failed to lock data-path %s - Resource temporarily unavailable (possibly in "
+                         "use by another instance of nsqd or nsqtx)" % (self.data_path,))
+        self.assertEqual(first.http("GET", "/ping"), b"OK")
+
+        first.kill(self.STOP_TIMEOUT)
+        third = self.start()
+        self.assertEqual(third.http("GET", "/ping"), b"OK")
+        third.terminate(self.STOP_TIMEOUT)
 
 
 def _records(path: str):

@@ -47,9 +47,15 @@ class APITestCase(HTTPTestMixin, TestCase):
         options.update(self.options)
         self.node = NSQD(Options(**options), reactor=self.clock, disk_worker=InlineWorker())
         self.node.startService()
+        self.addCleanup(self.stop_node)
         # PUT /config/log_level changes the process-wide level: put it back
         self.addCleanup(nsqlog.set_log_level, "info")
         self.serve_http(self.clock, 4151)
+
+    def stop_node(self):
+        """Stop the node, which frees its data path's lock, without waiting for its clients: on
+        StringTransports they never go."""
+        self.node.stopService()
 
     # -- node helpers
 
@@ -838,8 +844,34 @@ class ConfigTests(APITestCase):
         # lg.LogLevel is an int: info is 2
         self.assertEqual(self.get("/config/log_level").body, b"2")
 
+    def test_options_accepted_without_effect_answer_as_go(self):
+        """Answers of Go nsqd 1.3 at its defaults."""
+        response = self.get("/config/log_prefix")
+        self.assertEqual((response.code, response.body), (200, b"[nsqd] "))
+        self.assertEqual(response.headers[b"content-type"], b"text/plain; charset=utf-8")
+        for name, body in (("http_client_connect_timeout", b"2000000000"),
+                           ("http_client_request_timeout", b"5000000000"),
+                           ("queue_scan_selection_count", b"20"), ("queue_scan_worker_pool_max", b"4")):
+            response = self.get("/config/" + name)
+            self.assertEqual((response.code, response.body), (200, body), name)
+            self.assertEqual(response.headers[b"content-type"], b"application/json; charset=utf-8")
+
     def test_unknown_options(self):
-        for name in ("nope", "node_id", "queue_scan_interval", "client_timeout", "validate", "__dict__"):
+        # Go has no config name for the options without a flag (queue_scan_dirty_percent, ...)
+        for name in ("nope", "node_id", "queue_scan_interval", "client_timeout", "queue_scan_dirty_percent",
+                     "validate", "__dict__"):
+            self.assertError(self.get("/config/" + name), 400, "INVALID_OPTION")
+
+    def test_tls_compression_and_auth_options_as_nsqd_answers_them(self):
+        for name, body in (("tls_required", b"0"), ("tls_cert", b""), ("tls_min_version", b"769"),
+                           ("https_address", b"0.0.0.0:4152"), ("snappy", b"true"), ("deflate", b"true"),
+                           ("max_deflate_level", b"6"), ("auth_http_addresses", b"[]")):
+            response = self.get("/config/" + name)
+            self.assertEqual((response.code, response.body), (200, body), name)
+
+    def test_options_of_missing_features_come_with_them(self):
+        for name in ("statsd_address", "statsd_prefix", "statsd_interval", "e2e_processing_latency_percentiles",
+                     "e2e_processing_latency_window_time"):
             self.assertError(self.get("/config/" + name), 400, "INVALID_OPTION")
 
     def test_put_log_level(self):
@@ -884,6 +916,9 @@ class ConfigTests(APITestCase):
 
 
 class RouterTests(APITestCase):
+    """What nsqd's router (httprouter 1.3) answers around the routes; each request below was also
+    sent to a Go nsqd 1.3.0, which answered the same status, Location, Allow and body."""
+
     def test_unknown_path_is_json_404(self):
         self.assertError(self.get("/not_found"), 404, "NOT_FOUND")
         self.assertError(self.post("/topic/nope?topic=t"), 404, "NOT_FOUND")
@@ -895,7 +930,73 @@ class RouterTests(APITestCase):
             response = self.request(method, path)
             self.assertError(response, 405, "METHOD_NOT_ALLOWED")
         self.assertEqual(self.node.topics, {})
-        self.assertIn(b"POST", self.request("GET", "/pub").headers[b"allow"])
+
+    def test_allow_names_the_paths_methods_and_options_as_httprouter(self):
+        for method, path, allow in (("GET", "/pub", b"OPTIONS, POST"), ("POST", "/ping", b"GET, OPTIONS"),
+                                    ("DELETE", "/config/x", b"GET, OPTIONS, PUT"),
+                                    ("POST", "/config/x", b"GET, OPTIONS, PUT")):
+            response = self.route(method, path)
+            self.assertError(response, 405, "METHOD_NOT_ALLOWED")
+            self.assertEqual(response.headers[b"allow"], allow, (method, path))
+
+    def test_head_has_no_routes_as_in_nsqd(self):
+        response = self.route("HEAD", "/ping")
+        self.assertEqual((response.code, response.body), (405, b""))
+        self.assertEqual(response.headers[b"allow"], b"GET, OPTIONS")
+        self.assertEqual(response.headers[b"content-length"], b"32")
+        self.assertEqual(self.route("HEAD", "/nope").code, 404)
+
+    def test_options_answers_the_allowed_methods(self):
+        for path, allow in (("/ping", b"GET, OPTIONS"), ("/pub?topic=t", b"OPTIONS, POST"),
+                            ("/config/msg_timeout", b"GET, OPTIONS, PUT")):
+            response = self.route("OPTIONS", path)
+            self.assertEqual((response.code, response.body, response.headers[b"allow"]), (200, b"", allow))
+            self.assertEqual(response.headers[b"content-length"], b"0")
+            self.assertNotIn(b"content-type", response.headers)
+            self.assertNotIn(b"x-nsq-content-type", response.headers)
+        self.assertError(self.route("OPTIONS", "/nope"), 404, "NOT_FOUND")
+        self.assertEqual(self.node.topics, {})
+
+    def test_trailing_slash_redirects_get_301(self):
+        for path, location in (("/ping/", b"/ping"), ("/info/", b"/info"),
+                               ("/stats/?format=json", b"/stats?format=json"),
+                               ("/config/msg_timeout/", b"/config/msg_timeout"), ("/ping/?", b"/ping?")):
+            response = self.route("GET", path)
+            self.assertEqual((response.code, response.headers[b"location"]), (301, location), path)
+            self.assertEqual(response.body, b'<a href="%s">Moved Permanently</a>.\n\n' % location)
+            self.assertEqual(response.headers[b"content-type"], b"text/html; charset=utf-8")
+            self.assertNotIn(b"x-nsq-content-type", response.headers)
+
+    def test_trailing_slash_redirects_other_methods_307(self):
+        for method, path, location in (("POST", "/pub/?topic=t", b"/pub?topic=t"),
+                                       ("POST", "/topic/create/?topic=t", b"/topic/create?topic=t"),
+                                       ("PUT", "/config/log_level/", b"/config/log_level")):
+            response = self.route(method, path)
+            self.assertEqual((response.code, response.headers[b"location"], response.body), (307, location, b""))
+            self.assertNotIn(b"content-type", response.headers)
+        self.assertEqual(self.node.topics, {})
+
+    def test_cleaned_and_case_folded_paths_redirect(self):
+        for method, path, code, location in (
+                ("GET", "//ping", 301, b"/ping"), ("GET", "/PING", 301, b"/ping"),
+                ("GET", "/Ping/", 301, b"/ping"),
+                ("GET", "/stats/../info", 301, b"/info"), ("GET", "/./info", 301, b"/info"),
+                ("GET", "/CONFIG/Msg_Timeout", 301, b"/config/Msg_Timeout"),
+                ("POST", "/Topic//Create?topic=t", 307, b"/topic/create?topic=t"),
+                ("GET", "///ping", 301, b"/ping"), ("GET", "/config//x", 301, b"/config/x"),
+                ("GET", "/ping/%C3%A9/..", 301, b"/ping"),
+                ("GET", "/PING?q=%C3%A9&x=%2F", 301, b"/ping?q=%C3%A9&x=%2F"),
+                ("GET", "/Config/%C3%A9%20x", 301, b"/config/%C3%A9%20x")):
+            response = self.route(method, path)
+            self.assertEqual((response.code, response.headers[b"location"]), (code, location), path)
+        self.assertEqual(self.route("GET", "/PING?x=<>\"'&").body,
+                         b'<a href="/ping?x=&lt;&gt;&#34;&#39;&amp;">Moved Permanently</a>.\n\n')
+
+    def test_no_redirect_to_another_methods_route(self):
+        for method, path in (("POST", "/ping/"), ("GET", "/pub/"), ("DELETE", "/ping/"), ("OPTIONS", "/ping/"),
+                             ("GET", "/"), ("GET", "/config/"), ("GET", "/config//"), ("PUT", "/ping/")):
+            self.assertError(self.route(method, path), 404, "NOT_FOUND")
+        self.assertEqual(self.route("HEAD", "/ping/").code, 404)
 
     def test_path_that_is_not_utf8_is_json_404(self):
         response = self.raw(b"GET /%ff HTTP/1.1\r\nHost: nsqd.test\r\nConnection: close\r\n\r\n")

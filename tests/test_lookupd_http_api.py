@@ -248,7 +248,7 @@ class RouterTests(LookupdAPICase):
                              ("PUT", "/topic/delete?topic=t"), ("DELETE", "/nodes")):
             self.assertError(self.request(method, path), 405, "METHOD_NOT_ALLOWED")
         self.assertEqual(self.db.registrations, {})
-        self.assertEqual(self.request("GET", "/topic/tombstone").headers[b"allow"], b"POST")
+        self.assertEqual(self.request("GET", "/topic/tombstone").headers[b"allow"], b"OPTIONS, POST")
 
     def test_path_that_is_not_utf8_is_json_404(self):
         response = self.raw(b"GET /%ff HTTP/1.1\r\nHost: lookupd.test\r\nConnection: close\r\n\r\n")

@@ -1,5 +1,6 @@
-"""The node: embedded on the real reactor (port 0, bound ports, clean stop with clients attached), and
-restarted in process on the same data path (metadata, held and queued messages, Go's layout)."""
+"""The node: embedded on the real reactor (port 0, bound ports, clean stop with clients attached),
+restarted in process on the same data path (metadata, held and queued messages, Go's layout), and
+the lock it holds on that path while it runs."""
 from __future__ import annotations
 
 import os
@@ -12,8 +13,10 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from nsqtx import NSQD, Options, diskqueue
+from nsqtx.dirlock import DataPathLocked, DirLock
 from nsqtx.message import MIN_DISK_LENGTH, new_batch
 from nsqtx.files import remove_file
+from nsqtx.metadata import MetadataError
 from tests.support import RESPONSE, Conn, LazyWorker, data_dir, disconnect_all, make_node, mpub_body
 
 
@@ -232,3 +235,61 @@ class RestartTests(TestCase):
         node = NSQD(Options(data_path=os.path.join(self.path, "missing"), tcp_address="127.0.0.1:0",
                             http_address="127.0.0.1:0"))
         self.assertRaises(ValueError, node.startService)
+
+
+class DataPathLockTests(TestCase):
+    """One node per data path, as Go nsqd: the lock is taken by startService and given back once
+    stopService has everything on disk."""
+
+    def setUp(self):
+        self.path = data_dir(self)
+
+    def assertLocked(self, locked=True):
+        probe = DirLock(self.path)
+        if locked:
+            self.assertRaises(DataPathLocked, probe.lock)
+        else:
+            probe.lock()
+            probe.unlock()
+
+    def test_held_while_the_node_runs(self):
+        node, _ = make_node(self, data_path=self.path)
+        self.assertLocked(False)
+        node.startService()
+        self.assertLocked()
+        self.successResultOf(node.stopService())
+        self.assertLocked(False)
+
+    def test_a_second_node_on_the_path_is_refused_until_the_first_stops(self):
+        first, _ = make_node(self, data_path=self.path)
+        first.startService()
+        second, _ = make_node(self, data_path=self.path)
+        e = self.assertRaises(DataPathLocked, second.startService)
+        self.assertIn("failed to lock data-path " + self.path, str(e))
+        self.assertFalse(second.running)
+        self.assertEqual(second.http.port, None)
+        self.successResultOf(first.stopService())
+        second.startService()
+        self.addCleanup(second.stopService)
+        self.assertTrue(second.running)
+
+    def test_released_once_queues_are_on_disk_not_when_clients_go(self):
+        worker = LazyWorker()
+        node, _ = make_node(self, disk_worker=worker, data_path=self.path, mem_queue_size=0)
+        node.startService()
+        Conn(node).magic().command(b"PUB t", b"x")
+        stopped = node.stopService()
+        self.assertLocked()
+        worker.run_all()
+        self.assertLocked(False)
+        # the client is still connected: the stop itself waits for it
+        self.assertNoResult(stopped)
+        disconnect_all(node)
+        self.successResultOf(stopped)
+
+    def test_a_start_that_fails_releases_it(self):
+        with open(os.path.join(self.path, "nsqd.dat"), "w") as f:
+            f.write("garbage")
+        node, _ = make_node(self, data_path=self.path)
+        self.assertRaises(MetadataError, node.startService)
+        self.assertLocked(False)

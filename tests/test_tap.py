@@ -12,12 +12,12 @@ import zlib
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from nsqtx import tap, tuning
+from nsqtx import settings, tap, tuning
 from nsqtx.node import NSQD
 from nsqtx.server_process import ServerProcess
 from nsqtx.version import NSQD_VERSION, __version__
-from tests.support import (FakeJIT, MakeServiceTestsMixin, ParseTestsMixin, TwistdTestsMixin, data_dir,
-                           make_certificates, replace_module)
+from tests.support import (FakeJIT, MakeServiceTestsMixin, ParseTestsMixin, TwistdTestsMixin, data_dir, free_port,
+                           make_certificates, replace_module, wait_for_ping)
 
 HOSTNAME = socket.gethostname()
 
@@ -25,6 +25,7 @@ HOSTNAME = socket.gethostname()
 GO_DEFAULTS = {
     "node_id": zlib.crc32(hashlib.md5(HOSTNAME.encode()).digest()) % 1024,
     "log_level": "info",
+    "log_prefix": "[nsqd] ",
     "tcp_address": "0.0.0.0:4150",
     "http_address": "0.0.0.0:4151",
     "broadcast_address": HOSTNAME,
@@ -40,6 +41,8 @@ GO_DEFAULTS = {
     "max_bytes_per_file": 100 * 1024 * 1024,
     "sync_every": 2500,
     "sync_timeout": 2.0,
+    "queue_scan_selection_count": 20,
+    "queue_scan_worker_pool_max": 4,
     "msg_timeout": 60.0,
     "max_msg_timeout": 900.0,
     "max_msg_size": 1024 * 1024,
@@ -55,7 +58,7 @@ GO_DEFAULTS = {
     "max_deflate_level": 6,
     "deflate": True,
     "snappy": True,
-    "https_address": "",
+    "https_address": "0.0.0.0:4152",
     "tls_cert": "",
     "tls_key": "",
     "tls_client_auth_policy": "",
@@ -68,6 +71,7 @@ GO_DEFAULTS = {
 FLAGS = [
     ("--node-id=7", "node_id", 7),
     ("--log-level=warn", "log_level", "warn"),
+    ("--log-prefix=[x] ", "log_prefix", "[x] "),
     ("--tcp-address=127.0.0.1:5150", "tcp_address", "127.0.0.1:5150"),
     ("--http-address=[::1]:5151", "http_address", "[::1]:5151"),
     ("--broadcast-address=nsq.example", "broadcast_address", "nsq.example"),
@@ -83,6 +87,8 @@ FLAGS = [
     ("--max-bytes-per-file=4096", "max_bytes_per_file", 4096),
     ("--sync-every=10", "sync_every", 10),
     ("--sync-timeout=500ms", "sync_timeout", 0.5),
+    ("--queue-scan-selection-count=5", "queue_scan_selection_count", 5),
+    ("--queue-scan-worker-pool-max=2", "queue_scan_worker_pool_max", 2),
     ("--msg-timeout=1m30s", "msg_timeout", 90.0),
     ("--max-msg-timeout=1h", "max_msg_timeout", 3600.0),
     ("--max-msg-size=2048", "max_msg_size", 2048),
@@ -105,7 +111,7 @@ FLAGS = [
     ("--tls-client-auth-policy=require-verify", "tls_client_auth_policy", "require-verify"),
     ("--tls-root-ca-file={ca}", "tls_root_ca_file", "{ca}"),
     ("--tls-required=tcp-https", "tls_required", 1),
-    ("--tls-min-version=tls1.2", "tls_min_version", "tls1.2"),
+    ("--tls-min-version=TLS1.2", "tls_min_version", "tls1.2"),
 ]
 
 
@@ -255,13 +261,20 @@ class ConfigFileTests(ParseTestsMixin, unittest.TestCase):
         self.assertStartupError(["--config", path], "mem-queue-size")
 
     def test_unknown_key_is_ignored_with_a_warning(self):
-        path = self.write_config('msg_timeout = "5s"\nstatsd_address = "127.0.0.1:8125"\n')
+        """queue_scan_dirty_percent is an option of Go nsqd without a flag, hence no config key."""
+        path = self.write_config('msg_timeout = "5s"\nqueue_scan_dirty_percent = 0.5\n')
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)
         options = parse("--config", path)
         self.assertEqual(options.msg_timeout, 5.0)
         self.assertEqual(stderr.getvalue(),
-                         "nsqtx: config file %s: ignoring unknown key 'statsd_address'\n" % (path,))
+                         "nsqtx: config file %s: ignoring unknown key 'queue_scan_dirty_percent'\n" % (path,))
+
+    def test_a_flag_overrides_a_bad_file_value_unread(self):
+        """As go-options: a key whose flag is given is not read at all."""
+        path = self.write_config('msg_timeout = "banana"\ntls_required = true\n')
+        options = parse("--config", path, "--msg-timeout=5s", "--tls-required=false")
+        self.assertEqual(options.msg_timeout, 5.0)
 
     def test_bad_values(self):
         for line, needle in [
@@ -286,6 +299,228 @@ class ConfigFileTests(ParseTestsMixin, unittest.TestCase):
     def test_missing_file(self):
         path = os.path.join(data_dir(self), "missing.cfg")
         self.assertStartupError(["--config", path], path)
+
+
+#: Go's flag package's rules (flag.FlagSet.parseOne), each with the usage.Options arguments it must
+#: become: one dash or two, the value after "=" or in the next argument whatever that holds, a
+#: boolean alone true, "--" the end.
+GO_SYNTAX = [
+    (["-tcp-address=127.0.0.1:5150"], ["--tcp-address=127.0.0.1:5150"]),
+    (["-tcp-address", "127.0.0.1:5150"], ["--tcp-address=127.0.0.1:5150"]),
+    (["--tcp-address=127.0.0.1:5150"], ["--tcp-address=127.0.0.1:5150"]),
+    (["--tcp-address", "127.0.0.1:5150"], ["--tcp-address=127.0.0.1:5150"]),
+    (["-mem-queue-size", "-5"], ["--mem-queue-size=-5"]),
+    (["-tcp-address", "-http-address=x"], ["--tcp-address=-http-address=x"]),
+    (["-broadcast-address=a=b"], ["--broadcast-address=a=b"]),
+    (["-data-path="], ["--data-path="]),
+    (["-data-path", ""], ["--data-path="]),
+    (["-snappy"], ["--snappy=true"]),
+    (["-snappy=false"], ["--snappy=false"]),
+    (["--deflate=0", "--tls-required=F"], ["--deflate=0", "--tls-required=F"]),
+    (["-lookupd-tcp-address=a:1", "--lookupd-tcp-address", "b:2"],
+     ["--lookupd-tcp-address=a:1", "--lookupd-tcp-address=b:2"]),
+    # the class's own switches are Go booleans too
+    (["-verbose", "--worker-id"], ["--verbose", "--worker-id"]),
+    (["-verbose=false", "-worker-id=1"], ["--worker-id"]),
+    (["-version"], ["--version"]),
+    # Go answers -h and -help with its usage
+    (["-h"], ["--help"]),
+    (["-help"], ["--help"]),
+    (["-msg-timeout=1s", "--"], ["--msg-timeout=1s"]),
+    ([], []),
+]
+
+#: What Go's flag package refuses, with the line nsqtx answers; and what it takes but nsqtx refuses.
+GO_SYNTAX_ERRORS = [
+    (["---tcp-address=x"], "bad flag syntax: ---tcp-address=x"),
+    (["-=x"], "bad flag syntax: -=x"),
+    (["--=x"], "bad flag syntax: --=x"),
+    (["-tcp-address"], "flag needs an argument: -tcp-address"),
+    (["-bogus=1"], "flag provided but not defined: -bogus"),
+    (["-verbose=banana"], "invalid value 'banana' for -verbose: not a boolean (true or false)"),
+    # getopt would take an unambiguous abbreviation; Go's flag package does not
+    (["--tcp=127.0.0.1:5150"], "flag provided but not defined: --tcp"),
+    # Go stops at the first argument that is not a flag and ignores the rest (here every flag after it)
+    (["-snappy", "false", "-tcp-address=127.0.0.1:5150"],
+     "unexpected argument 'false' (a boolean flag takes its value after =, as in -snappy=false)"),
+    (["-msg-timeout=1s", "extra"], "unexpected argument 'extra'"),
+    (["-"], "unexpected argument '-'"),
+    (["--", "extra"], "unexpected argument 'extra' after --"),
+]
+
+#: Go nsqd 1.3's flags (apps/nsqd/options.go, nsqdFlagSet)
+GO_FLAGS = [
+    "version", "config", "log-level", "log-prefix", "verbose", "node-id", "worker-id", "https-address",
+    "http-address", "tcp-address", "auth-http-address", "broadcast-address", "broadcast-tcp-port",
+    "broadcast-http-port", "lookupd-tcp-address", "http-client-connect-timeout",
+    "http-client-request-timeout", "data-path", "mem-queue-size", "max-bytes-per-file", "sync-every",
+    "sync-timeout", "queue-scan-worker-pool-max", "queue-scan-selection-count", "msg-timeout",
+    "max-msg-timeout", "max-msg-size", "max-req-timeout", "max-body-size", "max-heartbeat-interval",
+    "max-rdy-count", "max-output-buffer-size", "max-output-buffer-timeout", "min-output-buffer-timeout",
+    "output-buffer-timeout", "max-channel-consumers", "statsd-address", "statsd-interval",
+    "statsd-mem-stats", "statsd-prefix", "statsd-udp-packet-size", "statsd-exclude-ephemeral",
+    "e2e-processing-latency-percentile", "e2e-processing-latency-window-time", "tls-cert", "tls-key",
+    "tls-client-auth-policy", "tls-root-ca-file", "tls-required", "tls-min-version", "deflate",
+    "max-deflate-level", "snappy",
+]
+
+#: A config file with every key Go nsqd 1.3 reads (its Options fields with a flag tag), at Go's
+#: defaults (TLS_REQUIRED's as the boolean Go's file takes).
+GO_DEFAULTS_FILE = """
+id = 5
+log_level = "info"
+log_prefix = "[nsqd] "
+tcp_address = "0.0.0.0:4150"
+http_address = "0.0.0.0:4151"
+https_address = "0.0.0.0:4152"
+broadcast_address = "nsq.example"
+broadcast_tcp_port = 0
+broadcast_http_port = 0
+nsqlookupd_tcp_addresses = []
+auth_http_addresses = []
+http_client_connect_timeout = "2s"
+http_client_request_timeout = "5s"
+data_path = ""
+mem_queue_size = 10000
+max_bytes_per_file = 104857600
+sync_every = 2500
+sync_timeout = "2s"
+queue_scan_selection_count = 20
+queue_scan_worker_pool_max = 4
+msg_timeout = "60s"
+max_msg_timeout = "15m"
+max_msg_size = 1048576
+max_body_size = 5242880
+max_req_timeout = "1h"
+max_heartbeat_interval = "60s"
+max_rdy_count = 2500
+max_output_buffer_size = 65536
+max_output_buffer_timeout = "30s"
+min_output_buffer_timeout = "25ms"
+output_buffer_timeout = "250ms"
+max_channel_consumers = 0
+statsd_address = ""
+statsd_prefix = "nsq.%s"
+statsd_interval = "60s"
+statsd_mem_stats = true
+statsd_udp_packet_size = 508
+statsd_exclude_ephemeral = false
+e2e_processing_latency_window_time = "10m"
+e2e_processing_latency_percentiles = []
+tls_cert = ""
+tls_key = ""
+tls_client_auth_policy = ""
+tls_root_ca_file = ""
+tls_required = false
+tls_min_version = ""
+deflate = true
+max_deflate_level = 6
+snappy = true
+"""
+
+
+
+def asking_value(missing):
+    """(flag text, TOML text) that ask for a missing feature."""
+    return ("true", "true") if missing.off == settings.FALSE else ("x", '"x"')
+
+
+class GoFlagSyntaxTests(ParseTestsMixin, unittest.TestCase):
+    config_class = tap.NSQDOptions
+
+    def test_go_syntax(self):
+        for argv, expected in GO_SYNTAX:
+            self.assertEqual(tap.NSQDOptions().go_flags(argv), expected, argv)
+
+    def test_go_syntax_errors(self):
+        for argv, message in GO_SYNTAX_ERRORS:
+            self.assertEqual(self.assertStartupError(argv), "nsqtx: " + message)
+
+    def test_the_issues_command_line(self):
+        options = parse("-tcp-address=127.0.0.1:4150", "-mem-queue-size", "123")
+        self.assertEqual((options.tcp_address, options.mem_queue_size), ("127.0.0.1:4150", 123))
+
+    def test_tls_required_alone_is_true_as_go_reads_it(self):
+        certs = make_certificates(self)
+        tls = ["--tls-cert=" + certs["server"], "--tls-key=" + certs["server_key"]]
+        for argv, value in ((["-tls-required"], 2), (["-tls-required=tcp-https"], 1), (["-tls-required=false"], 0)):
+            self.assertEqual(self.parse(*(tls + argv)).tls_required, value, argv)
+
+    def test_every_go_flag_is_known(self):
+        names = {opt.rstrip("=") for opt in tap.NSQDOptions().longOpt}
+        # --auth-http-request-method came to nsqd after 1.3
+        self.assertEqual(names, set(GO_FLAGS) | {"help", "auth-http-request-method"})
+
+    def test_behind_twistds_own_options(self):
+        from twisted.scripts.twistd import ServerOptions
+
+        config = ServerOptions()
+        config.parseOptions(["-n", "--pidfile=", "nsqtx", "-tcp-address=127.0.0.1:4150", "-mem-queue-size", "123",
+                             "-lookupd-tcp-address", "127.0.0.1:4160", "--lookupd-tcp-address=127.0.0.2:4160"])
+        options = config.subOptions.options
+        self.assertEqual((config["nodaemon"], config["pidfile"]), (True, ""))
+        self.assertEqual((options.tcp_address, options.mem_queue_size, options.nsqlookupd_tcp_addresses),
+                         ("127.0.0.1:4150", 123, ["127.0.0.1:4160", "127.0.0.2:4160"]))
+
+    def test_help_says_what_has_no_effect_and_why(self):
+        text = " ".join(str(tap.NSQDOptions()).split())
+        for flag in ["--log-prefix", "--queue-scan-worker-pool-max", "--queue-scan-selection-count"]:
+            help_text = text.split(flag + "=", 1)[1].split(" --", 1)[0]
+            self.assertIn("(no effect here: ", help_text, flag)
+        self.assertIn("-name=value, -name value", text)
+
+
+class MissingFeatureTests(ParseTestsMixin, unittest.TestCase):
+    """Go nsqd's settings for statsd and end-to-end latency, which nsqtx does not have: refused where
+    they ask for the feature, accepted where they do not."""
+
+    config_class = tap.NSQDOptions
+
+    def test_every_go_config_key_is_honoured_or_missing(self):
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        options = parse("--config", self.write_config(GO_DEFAULTS_FILE))
+        self.assertEqual(stderr.getvalue(), "")
+        self.assertEqual(options.node_id, 5)
+        for name, value in GO_DEFAULTS.items():
+            if name not in ("node_id", "broadcast_address"):
+                self.assertEqual(getattr(options, name), value, name)
+        # not an option here: their /config answers come with their features
+        for name, _, _, _ in tap.MISSING:
+            self.assertFalse(hasattr(options, name), name)
+
+    def test_asking_flags_are_refused_in_one_line(self):
+        for name, _, _, missing in tap.MISSING:
+            if missing.off == settings.ANY:
+                continue
+            flag = "--" + (missing.flag or name.replace("_", "-"))
+            text, _ = asking_value(missing)
+            line = self.assertStartupError([flag + "=" + text])
+            self.assertEqual(line, "nsqtx: %s=%s asks for %s, which nsqtx does not have yet: leave it out or %s"
+                             % (flag, text, missing.feature,
+                                "empty" if missing.off == settings.EMPTY else "set it to false"))
+
+    def test_asking_keys_are_refused_in_one_line(self):
+        for name, _, _, missing in tap.MISSING:
+            if missing.off == settings.ANY:
+                continue
+            _, toml = asking_value(missing)
+            path = self.write_config("%s = %s\n" % (name, toml))
+            self.assertStartupError(["--config", path], path,
+                                    "%s = %s asks for %s" % (name, toml, missing.feature))
+
+    def test_values_that_ask_for_nothing(self):
+        options = parse("--statsd-address=", "-statsd-prefix=x", "-statsd-mem-stats", "--statsd-interval=1s",
+                        "--e2e-processing-latency-window-time=1m", "--e2e-processing-latency-percentile=")
+        self.assertEqual(vars(options), vars(parse()))
+
+    def test_values_of_settings_without_effect_are_still_checked(self):
+        for argv, needle in [(["--statsd-interval=soon"], "--statsd-interval"),
+                             (["--statsd-udp-packet-size=big"], "--statsd-udp-packet-size"),
+                             (["--statsd-exclude-ephemeral=maybe"], "--statsd-exclude-ephemeral")]:
+            self.assertStartupError(argv, needle)
+        path = self.write_config('statsd_interval = "soon"\n')
+        self.assertStartupError(["--config", path], "statsd_interval", path)
 
 
 class MakeServiceTests(MakeServiceTestsMixin, unittest.TestCase):
@@ -317,3 +552,21 @@ class TwistdTests(TwistdTestsMixin, unittest.TestCase):
         """A published message answered OK: the server has accepted and is serving this client."""
         client.sendall(b"  V2PUB t\n\x00\x00\x00\x02hi")
         self.assertEqual(client.recv(10), b"\x00\x00\x00\x06\x00\x00\x00\x00OK")
+
+    def test_python_m_nsqtx_runs_servers_side_by_side_without_pidfiles(self):
+        """`python -m nsqtx` runs as `twistd -n --pidfile= nsqtx`: two servers started from one
+        directory both serve (with twistd's default twistd.pid, the second would be refused), Go's
+        flag syntax included."""
+        servers = []
+        for name in ("one", "two"):
+            data_path = os.path.join(self.workdir, name)
+            os.mkdir(data_path)
+            http_port = free_port()
+            proc, output = self.start([sys.executable, "-m", "nsqtx", "-tcp-address=127.0.0.1:%d" % free_port(),
+                                       "-http-address", "127.0.0.1:%d" % http_port, "-data-path=" + data_path], name)
+            servers.append((proc, http_port, output))
+        for proc, http_port, output in servers:
+            self.assertEqual(wait_for_ping(self, proc, http_port, self.START_TIMEOUT, output), b"OK")
+        self.assertEqual(sorted(os.listdir(self.workdir)), ["one", "two"])
+        for proc, _, output in servers:
+            self.terminate(proc, output)

@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from nsqtx.node import NSQD
 from nsqtx.options import Options
-from tests.support import data_dir, make_certificates, start_real_node
+from tests.support import data_dir, make_certificates, make_node, start_real_node
 
 RESPONSE, ERROR = 0, 1
 
@@ -224,13 +224,22 @@ class HTTPSTests(TestCase):
         return d.addCallback(self.assertEqual, b"OK")
 
 
+    def test_https_is_listened_on_only_with_a_certificate_at_nsqd_s_address(self):
+        certs = make_certificates(self)
+        for overrides, listening in [({}, []), (dict(tls_cert=certs["server"], tls_key=certs["server_key"]),
+                                                [(4152, "0.0.0.0")])]:
+            node, reactor = make_node(self, **overrides)
+            node.startService()
+            self.addCleanup(node.stopService)
+            self.assertEqual([(port, interface) for port, _, _, interface in reactor.tcpServers[2:]], listening)
+
+
 class StartUpTests(TestCase):
     def test_settings_that_cannot_be_satisfied_are_refused(self):
         certs = make_certificates(self)
         cases = [
             (dict(tls_required=2), "cannot require TLS client connections without TLS key and cert"),
             (dict(tls_client_auth_policy="require"), "cannot require TLS client connections"),
-            (dict(https_address="127.0.0.1:0"), "--https-address needs --tls-cert and --tls-key"),
             (dict(tls_cert=certs["server"], tls_key=certs["server"] + ".missing"), "cannot read key"),
             (dict(tls_cert=certs["server_key"], tls_key=certs["server_key"]), "failed to build TLS config"),
             (dict(tls_cert=certs["server"], tls_key=certs["stranger_key"]), "failed to build TLS config"),

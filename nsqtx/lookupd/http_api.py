@@ -13,7 +13,8 @@ from __future__ import annotations
 from klein import Klein
 
 from nsqtx.http_params import Params
-from nsqtx.http_responses import HTTPError, logged, plain_text, route_errors_as_json, v1
+from nsqtx.http_responses import HTTPError, logged, plain_text, v1
+from nsqtx.http_router import Router, answer_unrouted
 from nsqtx.http_site import NSQSite
 from nsqtx.log import NSQLogger
 from nsqtx.lookupd.registration_db import CLIENT, channel_registration, topic_registration
@@ -24,11 +25,13 @@ log = NSQLogger()
 
 class HTTPAPI:
     app = Klein()
-    route_errors_as_json(app)
+    answer_unrouted(app)
 
     def __init__(self, lookupd):
         self.lookupd = lookupd
         self.db = lookupd.db
+        #: what nsqlookupd's router answers when no route takes a request
+        self.router = Router(self.app.url_map)
 
     def _active(self, producers, tombstone_lifetime: float) -> list:
         return self.db.active(producers, self.lookupd.options.inactive_producer_timeout, tombstone_lifetime)
@@ -185,4 +188,4 @@ class HTTPAPI:
 
 def make_site(lookupd) -> NSQSite:
     """The HTTP listener's factory: no route reads a body, so none is stored (Go reads and drops it)."""
-    return NSQSite(HTTPAPI(lookupd).app.resource(), lookupd.reactor, 0)
+    return NSQSite(HTTPAPI(lookupd), lookupd.reactor, 0)
