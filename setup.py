@@ -22,6 +22,7 @@ def read_readme():
 # cryptography>=44, pyOpenSSL>=25 and cramjam>=2.8.4 have no PyPy 3.9 wheels and need a Rust
 # toolchain to build.
 PYPY = 'platform_python_implementation == "PyPy"'
+NOT_PYPY = 'platform_python_implementation != "PyPy"'
 
 setup(
     name="nsqtx",
@@ -39,9 +40,11 @@ setup(
         "Twisted[tls]>=25.5.0,<26.11",
         "klein>=21.8.0",
         'tomli>=1.1.0; python_version < "3.11"',
-        # snappy's framed streams
-        "cramjam>=2.8.3",
-        "cramjam<2.8.4; " + PYPY,
+        # snappy's framed streams; one requirement per runtime, since the pip that Debian's PyPy
+        # bundles prepares the newest release of a first, unbounded requirement before merging a
+        # second one, and a cramjam without a PyPy wheel cannot be prepared without Rust
+        "cramjam>=2.8.3; " + NOT_PYPY,
+        "cramjam>=2.8.3,<2.8.4; " + PYPY,
         "cryptography<44; " + PYPY,
         "pyOpenSSL<25; " + PYPY,
     ],
