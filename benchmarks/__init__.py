@@ -7,8 +7,8 @@ part of the nsqtx package (setup.py does not install it): run it from the root o
 For each scenario it starts a fresh server as a subprocess,
 ``<python> -m twisted nsqtx --tcp-address=127.0.0.1:<free> --http-address=127.0.0.1:<free>
 --mem-queue-size=<n> --data-path=<tmp dir> --log-level=warn``, waits for ``/ping``, drives it with
-the neutral C load generator ``nsqload`` (built from ``../shared/bench/nsqload.c`` next to the
-repository, or ``--nsqload-src``, with ``gcc -O2 -pthread`` into ``~/.cache/nsqtx/``) and stops it.
+the neutral C load generator ``nsqload`` (built from ``benchmarks/nsqload.c``, or ``--nsqload-src``,
+with ``gcc -O2 -pthread`` into ``~/.cache/nsqtx/``, once per source) and stops it.
 All traffic goes to 127.0.0.1.
 
 ``--transport LIST`` (default ``plain``) picks how nsqload talks to the servers, from ``plain``,
@@ -24,7 +24,7 @@ the ``cryptography`` package), starts the servers with ``--tls-cert`` and ``--tl
 the same flags) and nsqload verifies it (``NSQLOAD_TLS_CA``); nsqload offers only AES-128-GCM, so
 every server runs the same cipher. nsqload then needs OpenSSL, zlib and snappy (on Debian
 ``libssl-dev zlib1g-dev libsnappy-dev``) and is built with ``-DNSQLOAD_TRANSPORTS`` and those
-libraries into ``~/.cache/nsqtx/nsqload-transports``, for every transport of that bench, plain
+libraries into a binary of its own, for every transport of that bench, plain
 included. Filling a backlog for ``sub`` and ``mem`` stays plain (it is not measured), and ``mem`` runs
 once a server, as the first transport listed, showing no transport.
 

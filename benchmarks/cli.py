@@ -19,7 +19,7 @@ from benchmarks.scenarios import Bench
 from benchmarks.server import nsqtx_command
 from benchmarks.settings import REPO_ROOT, SUB_RDY, TRANSPORTS
 
-DEFAULT_NSQLOAD_SRC = os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "nsqload.c")
+DEFAULT_NSQLOAD_SRC = os.path.join(REPO_ROOT, "benchmarks", "nsqload.c")
 
 SCENARIOS = ("pub", "sub", "mem")
 

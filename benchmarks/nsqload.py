@@ -2,6 +2,7 @@
 time, and read back from its one result line."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -31,15 +32,18 @@ _MISSING_LIBRARY = re.compile(r"\.h: No such file|cannot find -l")
 
 
 def build_nsqload(src: str, transports: bool = False) -> str:
-    """Return the path of an nsqload binary built from `src`, (re)building it when `src` is newer;
+    """Return the path of an nsqload binary built from `src`, named after its content, so that each
+    source (the repository's, the workplace's, an edited one) is built once and never stands for another;
     with `transports`, one that also speaks TLS, snappy and deflate (linked with OpenSSL, zlib and
     snappy), kept apart from the plain one: both are built from the same source, and a plain one
     (as any ``gcc -O2 -pthread`` makes it) cannot stand for it."""
     if not os.path.isfile(src):
         raise BenchError("nsqload source not found at %s (give it with --nsqload-src)" % src)
     directory = cache_dir()
-    binary = os.path.join(directory, "nsqload-transports" if transports else "nsqload")
-    if os.path.isfile(binary) and os.path.getmtime(binary) >= os.path.getmtime(src):
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    binary = os.path.join(directory, "nsqload-%s%s" % (digest, "-transports" if transports else ""))
+    if os.path.isfile(binary):
         return binary
     gcc = shutil.which("gcc")
     if gcc is None:

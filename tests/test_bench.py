@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.server
+import hashlib
 import io
 import json
 import os
@@ -91,9 +92,9 @@ class ParseArgsTests(unittest.TestCase):
         args = parse_args(["--nsqd", "/go/nsqd", "--python", "/py/a"])
         self.assertEqual(args.servers, ["/py/a", "/go/nsqd"])
 
-    def test_nsqload_source_beside_the_repository(self):
-        self.assertTrue(DEFAULT_NSQLOAD_SRC.endswith("/shared/bench/nsqload.c"), DEFAULT_NSQLOAD_SRC)
-        self.assertEqual(DEFAULT_NSQLOAD_SRC, os.path.join(os.path.dirname(REPO_ROOT), "shared", "bench", "nsqload.c"))
+    def test_nsqload_source_in_the_repository(self):
+        self.assertEqual(DEFAULT_NSQLOAD_SRC, os.path.join(REPO_ROOT, "benchmarks", "nsqload.c"))
+        self.assertTrue(os.path.isfile(DEFAULT_NSQLOAD_SRC), DEFAULT_NSQLOAD_SRC)
 
     def test_repository_root_is_the_checkout_the_server_imports(self):
         # the server runs with PYTHONPATH=REPO_ROOT: the checkout that holds both the bench and nsqtx
@@ -975,21 +976,36 @@ class BuildTests(unittest.TestCase):
         with open(self.calls) as f:
             return [line.split() for line in f.read().splitlines()]
 
+    def _binary(self, suffix=""):
+        with open(self.src, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+        return os.path.join(self.cache, "nsqtx", "nsqload-" + digest + suffix)
+
     def test_plain_only_as_before(self):
         binary = build_nsqload(self.src)
-        self.assertEqual(binary, os.path.join(self.cache, "nsqtx", "nsqload"))
+        self.assertEqual(binary, self._binary())
         [call] = self._calls()
         self.assertEqual(call[:3] + call[4:], ["-O2", "-pthread", "-o", self.src])
 
     def test_the_transports_linked_with_their_libraries_into_a_binary_of_their_own(self):
         binary = build_nsqload(self.src, transports=True)
-        self.assertEqual(binary, os.path.join(self.cache, "nsqtx", "nsqload-transports"))
+        self.assertEqual(binary, self._binary("-transports"))
         [call] = self._calls()
         self.assertEqual(call[:3] + call[4:], ["-O2", "-pthread", "-o", "-DNSQLOAD_TRANSPORTS", self.src, "-lssl",
                                                "-lcrypto", "-lz", "-lsnappy"])
         # each is built once, and the plain one does not stand for it
         self.assertEqual(build_nsqload(self.src, transports=True), binary)
-        self.assertEqual(build_nsqload(self.src), os.path.join(self.cache, "nsqtx", "nsqload"))
+        self.assertEqual(build_nsqload(self.src), self._binary())
+        self.assertEqual(len(self._calls()), 2)
+
+    def test_another_source_is_built_anew_whatever_the_times_of_the_files(self):
+        first = build_nsqload(self.src)
+        with open(self.src, "w") as f:
+            f.write("int main(void) { return 1; }\n")
+        os.utime(self.src, (0, 0))
+        second = build_nsqload(self.src)
+        self.assertNotEqual(second, first)
+        self.assertEqual(second, self._binary())
         self.assertEqual(len(self._calls()), 2)
 
     def test_a_missing_library_is_named(self):
