@@ -367,15 +367,19 @@ class RestartTests(ServerTestCase):
         server.terminate(self.STOP_TIMEOUT)
         self.assert_no_traceback_anywhere()
 
-    def _torn_last_record(self, flags, remove_meta: bool) -> None:
+    def _publish_then_kill(self, flags, bodies) -> None:
+        """A server with channel t/c, given `bodies` in MPUBs of 50, then SIGKILLed."""
         server = self.start(*flags)
         server.http("POST", "/topic/create?topic=t")
         server.http("POST", "/channel/create?topic=t&channel=c")
-        bodies = [b"torn-%04d" % i for i in range(300)]
         publisher = server.client(self.READ_TIMEOUT)
         for i in range(0, len(bodies), 50):
             publisher.mpub("t", bodies[i:i + 50])
         server.kill(self.STOP_TIMEOUT)
+
+    def _torn_last_record(self, flags, remove_meta: bool) -> None:
+        bodies = [b"torn-%04d" % i for i in range(300)]
+        self._publish_then_kill(flags, bodies)
 
         segments = sorted(glob.glob(os.path.join(self.data_path, "t:c.diskqueue.*.dat")))
         segments = [s for s in segments if not s.endswith(".meta.dat")]
@@ -412,14 +416,8 @@ class RestartTests(ServerTestCase):
         """The read segment overwritten with garbage: one error line, the file renamed to .bad, the
         later segments still delivered, and new messages served."""
         flags = ("--mem-queue-size=0", "--sync-every=1", "--max-bytes-per-file=4096")
-        server = self.start(*flags)
-        server.http("POST", "/topic/create?topic=t")
-        server.http("POST", "/channel/create?topic=t&channel=c")
         bodies = [b"g-%05d" % i for i in range(300)]
-        publisher = server.client(self.READ_TIMEOUT)
-        for i in range(0, len(bodies), 50):
-            publisher.mpub("t", bodies[i:i + 50])
-        server.kill(self.STOP_TIMEOUT)
+        self._publish_then_kill(flags, bodies)
 
         first = os.path.join(self.data_path, "t:c.diskqueue.000000.dat")
         with open(os.path.join(self.data_path, "t:c.diskqueue.meta.dat"), "rb") as f:
