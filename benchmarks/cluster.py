@@ -90,9 +90,8 @@ def consume(nsqload: str, targets, args) -> float:
 
 
 def nsqtx_round(nsqload: str, args) -> tuple:
-    lookupd_command = [args.python, "-m", "twisted", "--log-format=text", "nsqtx-lookupd"]
     with contextlib.ExitStack() as stack:
-        lookupd = stack.enter_context(LookupdServer(lookupd_command, 0))
+        lookupd = stack.enter_context(LookupdServer(nsqtx_command(args.python, "nsqtx-lookupd"), 0))
         node_command = nsqtx_command(args.python) + ["--lookupd-tcp-address=127.0.0.1:%d" % lookupd.tcp_port,
                                                      "--broadcast-address=127.0.0.1"]
         nodes = [stack.enter_context(Server(node_command, MEM_QUEUE_SIZE)) for _ in range(args.nodes)]

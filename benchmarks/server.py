@@ -34,9 +34,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def nsqtx_command(python: str) -> list:
-    """How a user starts nsqtx with `python`, up to the flags it shares with nsqd."""
-    return [python, "-m", "twisted", "--log-format=text", "nsqtx"]
+def nsqtx_command(python: str, plugin: str = "nsqtx") -> list:
+    """How a user starts nsqtx (or another of its twistd plugins, as nsqtx-lookupd) with `python`,
+    up to the flags it shares with Go's binary."""
+    return [python, "-m", "twisted", "--log-format=text", plugin]
 
 
 class Server:

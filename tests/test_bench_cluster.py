@@ -7,7 +7,9 @@ import sys
 
 from twisted.trial import unittest
 
-from benchmarks.cluster import LookupdServer, parse_args, producer_ports, summary
+from benchmarks import cluster
+from benchmarks.cluster import LookupdServer, consume, parse_args, producer_ports, summary
+from benchmarks.errors import ScenarioError
 
 
 class ProducerPortsTests(unittest.TestCase):
@@ -34,6 +36,38 @@ class LookupdServerTests(unittest.TestCase):
         self.assertEqual(server.argv(), ["python", "-m", "twisted", "nsqtx-lookupd",
                                          "--tcp-address=127.0.0.1:%d" % server.tcp_port,
                                          "--http-address=127.0.0.1:%d" % server.http_port, "--log-level=warn"])
+
+
+class FakeServer:
+    """A node whose channel t/c holds `depth` messages after the load."""
+
+    def __init__(self, depth):
+        self.depth = depth
+
+    def channel_stats(self, topic, channel):
+        return {"depth": self.depth} if (topic, channel) == ("t", "c") else {}
+
+
+class ConsumeTests(unittest.TestCase):
+    def setUp(self):
+        self.loads = []
+
+        def together(nsqload, loads, seconds):
+            self.loads.append((nsqload, loads, seconds))
+            return 1000.0 * len(loads)
+        self.patch(cluster, "together", together)
+        self.args = parse_args(["--nsqd", "/go/nsqd", "--sub-seconds", "2"])
+
+    def test_one_consumer_per_node_and_their_summed_rate(self):
+        a, b = FakeServer(5), FakeServer(7)
+        self.assertEqual(consume("nsqload", [(a, 4150), (b, 4250)], self.args), 2000.0)
+        self.assertEqual(self.loads, [("nsqload", [(a, ["sub", 4150, "t", "c", 2.0, 1, 2500]),
+                                                   (b, ["sub", 4250, "t", "c", 2.0, 1, 2500])], 2.0)])
+
+    def test_a_backlog_emptied_before_the_end_fails_the_round(self):
+        with self.assertRaises(ScenarioError) as caught:
+            consume("nsqload", [(FakeServer(5), 4150), (FakeServer(0), 4250)], self.args)
+        self.assertIn("port 4250", str(caught.exception))
 
 
 class SummaryTests(unittest.TestCase):
